@@ -5,6 +5,7 @@
     │   ├── MongoDBError            FiftyOne's MongoDB is missing or does not start
     │   └── LabelStudioNotInstalled no Label Studio server executable to start
     ├── LabelStudioServerError      a local Label Studio server did not start or stopped
+    ├── LabelStudioAuthError        a Label Studio server is unreachable or rejects the API key
     └── InvalidInputError           a user-supplied value is wrong (says which and what is allowed)
 
 Every message says what happened, with the values involved, and what to do about it.
@@ -30,6 +31,10 @@ class LabelStudioNotInstalled(SetupError):
 
 class LabelStudioServerError(CurateLoopError):
     """A local Label Studio server failed to start, or a requested port is unusable."""
+
+
+class LabelStudioAuthError(CurateLoopError):
+    """A Label Studio server could not be reached or did not accept the API key."""
 
 
 class InvalidInputError(CurateLoopError, ValueError):

