@@ -118,3 +118,22 @@ def test_example_build_cli_twice_needs_overwrite(tmp_path):
     assert "already exists. Pass overwrite=True (CLI: --overwrite)" in second.output
     bad = runner.invoke(cli, args[:-1] + ["5", "--overwrite"])
     assert bad.exit_code == 2 and "raise n_pool to at least 44" in bad.output
+
+
+def test_demo_runs_headless_and_says_what_it_did(labelstudio, tmp_path):
+    """`make demo` end to end (headless): database, plugin, example, Label Studio, App; then it stops."""
+    import shutil
+
+    data_dir = tmp_path / "ls"
+    shutil.copytree(labelstudio.data_dir, data_dir, ignore=shutil.ignore_patterns("*.log"))  # already migrated
+    env = {**os.environ, "CURATE_LOOP_HOME": str(tmp_path / "home"), "FIFTYONE_PLUGINS_DIR": str(tmp_path / "plugins")}
+    proc = subprocess.run([sys.executable, "-m", "curate_loop.demo", "--no-keep-running", "--labelstudio-data-dir",
+                           str(data_dir)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "600 samples (150 labeled, 450 in the unlabeled pool)" in out
+    assert "edge cases planted: 8 outliers, 6 near-duplicate groups" in out
+    assert "FiftyOne App:  http://127.0.0.1:" in out
+    assert f"login {labelstudio.credentials.username}" in out
+    assert (tmp_path / "plugins" / "curate-loop" / "fiftyone.yml").is_file()
+    assert "Demo finished" in out
