@@ -11,7 +11,7 @@ STAMPS := .stamps
 
 .PHONY: setup demo test bench doctor browser clean
 
-setup: $(STAMPS)/venv $(STAMPS)/mongod $(STAMPS)/labelstudio
+setup: $(STAMPS)/venv $(STAMPS)/mongod $(STAMPS)/labelstudio $(STAMPS)/plugin
 
 $(STAMPS)/venv: pyproject.toml
 	@mkdir -p $(STAMPS)
@@ -29,6 +29,11 @@ $(STAMPS)/mongod: $(STAMPS)/venv
 $(STAMPS)/labelstudio: $(STAMPS)/venv
 	@echo "==> installing the Label Studio server into its own virtualenv ($(LS_VENV))"
 	@$(CLI) labelstudio install --venv $(LS_VENV)
+	@touch $@
+
+$(STAMPS)/plugin: $(STAMPS)/venv
+	@echo "==> making the curate-loop plugin visible to FiftyOne"
+	@$(CLI) plugin install
 	@touch $@
 
 # Debian's Chromium drives the FiftyOne App in the browser tests (Playwright cannot download a browser here).
