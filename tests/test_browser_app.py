@@ -7,7 +7,7 @@ from conftest import EXAMPLE_DATASET_NAME, SMALL_SPEC
 
 def test_operator_browser_lists_and_runs_our_operator(app_session, app_page, artifacts_dir):
     page = app_page
-    page.goto(f"{app_session.url}/datasets/{EXAMPLE_DATASET_NAME}")
+    page.goto(f"{app_session.url.rstrip('/')}/datasets/{EXAMPLE_DATASET_NAME}")
     page.get_by_text("ground_truth", exact=True).first.wait_for()  # the sidebar has loaded the dataset
     page.keyboard.press("Backquote")  # opens the operator browser
     search = page.get_by_placeholder("Search operations by name...")

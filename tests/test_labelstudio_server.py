@@ -1,7 +1,6 @@
 """The local Label Studio server: real start, real API, clean stop, and clear errors."""
 
 import os
-import shutil
 import signal
 import socket
 import stat
@@ -82,11 +81,9 @@ def test_credentials_are_reused_for_a_data_dir(tmp_path):
     assert stat.S_IMODE((tmp_path / ls_server.CREDENTIALS_FILE).stat().st_mode) == 0o600
 
 
-def test_cli_serve_prints_url_and_stops_cleanly_on_ctrl_c(labelstudio, tmp_path, media_root):
+def test_cli_serve_prints_url_and_stops_cleanly_on_ctrl_c(labelstudio, migrated_labelstudio_data, media_root):
     """`curate-loop labelstudio serve` on a copy of the (already migrated) session server's data."""
-    data_dir = tmp_path / "ls-data"
-    shutil.copytree(labelstudio.data_dir, data_dir, ignore=shutil.ignore_patterns("*.log"))
-    cmd = [sys.executable, "-m", "curate_loop.cli", "labelstudio", "serve", "--data-dir", str(data_dir),
+    cmd = [sys.executable, "-m", "curate_loop.cli", "labelstudio", "serve", "--data-dir", str(migrated_labelstudio_data),
            "--media-root", str(media_root)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines = []

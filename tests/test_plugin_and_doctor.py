@@ -120,12 +120,9 @@ def test_example_build_cli_twice_needs_overwrite(tmp_path):
     assert bad.exit_code == 2 and "raise n_pool to at least 44" in bad.output
 
 
-def test_demo_runs_headless_and_says_what_it_did(labelstudio, tmp_path):
+def test_demo_runs_headless_and_says_what_it_did(labelstudio, migrated_labelstudio_data, tmp_path):
     """`make demo` end to end (headless): database, plugin, example, Label Studio, App; then it stops."""
-    import shutil
-
-    data_dir = tmp_path / "ls"
-    shutil.copytree(labelstudio.data_dir, data_dir, ignore=shutil.ignore_patterns("*.log"))  # already migrated
+    data_dir = migrated_labelstudio_data
     env = {**os.environ, "CURATE_LOOP_HOME": str(tmp_path / "home"), "FIFTYONE_PLUGINS_DIR": str(tmp_path / "plugins")}
     proc = subprocess.run([sys.executable, "-m", "curate_loop.demo", "--no-keep-running", "--labelstudio-data-dir",
                            str(data_dir)], env=env, capture_output=True, text=True, timeout=600)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from curate_loop.installer import pip_install
 from curate_loop.errors import InvalidInputError, LabelStudioNotInstalled, LabelStudioServerError
 from curate_loop.paths import checkout_root, curate_loop_home
 
@@ -72,27 +73,20 @@ def install_label_studio(venv: Path | None = None) -> Path:
     if exe.is_file() and _installed_version(venv) == LABEL_STUDIO_VERSION:
         return exe
     if not (venv / "bin" / "python").exists():
-        _run_or_raise([sys.executable, "-m", "venv", str(venv)], "create Label Studio's virtualenv")
-    uv = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
-    if Path(uv).exists():
-        cmd = [uv, "pip", "install", "--python", str(venv / "bin" / "python")]
-    else:
-        cmd = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-    _run_or_raise(cmd + [f"label-studio=={LABEL_STUDIO_VERSION}"], "install Label Studio")
+        proc = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise LabelStudioNotInstalled(f"Could not create a virtualenv at {venv}: {proc.stderr.strip()[-800:]}")
+    proc = pip_install(venv / "bin" / "python", [f"label-studio=={LABEL_STUDIO_VERSION}"])
+    if proc.returncode != 0:
+        raise LabelStudioNotInstalled(
+            f"Could not install Label Studio (exit {proc.returncode}): {proc.stderr.strip()[-800:]}"
+        )
     return exe
 
 
 def _installed_version(venv: Path) -> str | None:
     metas = list((venv / "lib").glob("python*/site-packages/label_studio-*.dist-info"))
     return metas[0].name.split("-")[1].removesuffix(".dist-info") if metas else None
-
-
-def _run_or_raise(cmd: list[str], what: str) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise LabelStudioNotInstalled(
-            f"Could not {what} (exit {proc.returncode}): {proc.stderr.strip()[-800:]}"
-        )
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
