@@ -6,6 +6,7 @@
     │   └── LabelStudioNotInstalled no Label Studio server executable to start
     ├── LabelStudioServerError      a local Label Studio server did not start or stopped
     ├── LabelStudioAuthError        a Label Studio server is unreachable or rejects the API key
+    ├── EmbeddingModelError         an embedding model cannot be created or its weights loaded
     └── InvalidInputError           a user-supplied value is wrong (says which and what is allowed)
 
 Every message says what happened, with the values involved, and what to do about it.
@@ -35,6 +36,10 @@ class LabelStudioServerError(CurateLoopError):
 
 class LabelStudioAuthError(CurateLoopError):
     """A Label Studio server could not be reached or did not accept the API key."""
+
+
+class EmbeddingModelError(CurateLoopError):
+    """An open_clip model could not be created or its weights could not be had."""
 
 
 class InvalidInputError(CurateLoopError, ValueError):

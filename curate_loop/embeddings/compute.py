@@ -1,0 +1,80 @@
+"""Compute image embeddings into an :class:`EmbeddingStore`: resumable, incremental, batched.
+
+Decoding runs in DataLoader worker processes while the model runs in this one; vectors are
+L2-normalised (cosine geometry) and flushed to the store every ``flush_every`` vectors.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from curate_loop.embeddings.images import ImageFiles, collate
+from curate_loop.embeddings.models import LoadedModel
+from curate_loop.embeddings.store import EmbeddingStore
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_FLUSH_EVERY = 4096  # vectors per chunk: lose at most this much work on a crash
+
+
+@dataclass
+class EmbedReport:
+    computed: int
+    skipped: int  # already in the store (resume / incremental add)
+    failed: dict[str, str]
+
+
+def embed_images(
+    ids: list[str],
+    filepaths: list[str],
+    model: LoadedModel,
+    store: EmbeddingStore,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    num_workers: int | None = None,
+    flush_every: int = DEFAULT_FLUSH_EVERY,
+    progress: Callable[[int, int], None] | None = None,
+) -> EmbedReport:
+    """Embed the images whose ids are not in ``store`` yet; failures are recorded, not raised."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    if len(ids) != len(filepaths):
+        raise ValueError(f"ids ({len(ids)}) and filepaths ({len(filepaths)}) must have the same length")
+    done = set(store.stored_ids().tolist())
+    todo = [k for k, sample_id in enumerate(ids) if sample_id not in done]
+    todo_ids = [ids[k] for k in todo]
+    if num_workers is None:
+        num_workers = min(2, max(1, (torch.get_num_threads() or 1) // 2))
+    loader = DataLoader(ImageFiles([filepaths[k] for k in todo], model.preprocess), batch_size=batch_size,
+                        num_workers=num_workers, collate_fn=collate, prefetch_factor=4 if num_workers else None)
+    buffer_ids: list[str] = []
+    buffer_vecs: list[np.ndarray] = []
+    failed: dict[str, str] = {}
+    processed = 0
+    with torch.inference_mode():
+        for good, tensors, bad in loader:
+            for i, err in bad:
+                failed[todo_ids[i]] = err
+            if tensors is not None:
+                feats = model.model.encode_image(tensors.to(model.device, dtype=model.dtype))
+                feats = torch.nn.functional.normalize(feats.float(), dim=-1)
+                buffer_vecs.append(feats.cpu().numpy())
+                buffer_ids.extend(todo_ids[i] for i in good)
+            processed += len(good) + len(bad)
+            if len(buffer_ids) >= flush_every:
+                store.append(buffer_ids, np.concatenate(buffer_vecs))
+                buffer_ids, buffer_vecs = [], []
+            if progress:
+                progress(processed, len(todo))
+    if buffer_ids:
+        store.append(buffer_ids, np.concatenate(buffer_vecs))
+    if failed:
+        store.record_failures(failed)
+        logger.warning("%d image(s) could not be embedded, e.g. %s", len(failed), next(iter(failed.items())))
+    return EmbedReport(computed=len(todo) - len(failed), skipped=len(ids) - len(todo), failed=failed)
