@@ -137,3 +137,8 @@ def test_embed_resume_incremental_and_failures(random_clip, example_images, tmp_
     assert (more.computed, more.skipped) == (2, 16)
     _, before = store.load(ids[:16])
     assert np.array_equal(before, vectors)  # the old vectors were not recomputed
+
+    Image.open(paths[0]).save(corrupt)  # the corrupt file gets fixed: its failure is forgotten
+    fixed = embed_images(ids[:17], paths[:17], random_clip, store, num_workers=0)
+    assert (fixed.computed, fixed.skipped, fixed.failed) == (1, 16, {})
+    assert set(store.failures()) == {"s17"}

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import httpx
 
-from curate_loop.installer import pip_install
 from curate_loop.errors import InvalidInputError, LabelStudioNotInstalled, LabelStudioServerError
+from curate_loop.installer import pip_install
 from curate_loop.paths import checkout_root, curate_loop_home
 
 logger = logging.getLogger(__name__)

@@ -53,6 +53,7 @@ def embed_images(
         num_workers = min(2, max(1, (torch.get_num_threads() or 1) // 2))
     loader = DataLoader(ImageFiles([filepaths[k] for k in todo], model.preprocess), batch_size=batch_size,
                         num_workers=num_workers, collate_fn=collate, prefetch_factor=4 if num_workers else None)
+    succeeded: list[str] = []
     buffer_ids: list[str] = []
     buffer_vecs: list[np.ndarray] = []
     failed: dict[str, str] = {}
@@ -69,12 +70,15 @@ def embed_images(
             processed += len(good) + len(bad)
             if len(buffer_ids) >= flush_every:
                 store.append(buffer_ids, np.concatenate(buffer_vecs))
+                succeeded.extend(buffer_ids)
                 buffer_ids, buffer_vecs = [], []
             if progress:
                 progress(processed, len(todo))
     if buffer_ids:
         store.append(buffer_ids, np.concatenate(buffer_vecs))
+        succeeded.extend(buffer_ids)
+    if failed or store.failures():
+        store.record_failures(failed, succeeded=succeeded)
     if failed:
-        store.record_failures(failed)
         logger.warning("%d image(s) could not be embedded, e.g. %s", len(failed), next(iter(failed.items())))
     return EmbedReport(computed=len(todo) - len(failed), skipped=len(ids) - len(todo), failed=failed)

@@ -64,10 +64,12 @@ class EmbeddingStore:
             np.savez(fh, ids=ids, vectors=vectors)
         os.replace(tmp, final)
 
-    def record_failures(self, failures: dict[str, str]) -> None:
-        path = self.root / "failures.json"
+    def record_failures(self, failures: dict[str, str], succeeded=()) -> None:
+        """Add new failures and forget earlier ones whose ids now have a vector (e.g. a fixed file)."""
         merged = {**self.failures(), **failures}
-        _write_json_atomic(path, merged)
+        for sample_id in succeeded:
+            merged.pop(sample_id, None)
+        _write_json_atomic(self.root / "failures.json", merged)
 
     def mark_complete(self, summary: dict) -> None:
         _write_json_atomic(self.root / "complete.json", summary)
