@@ -67,7 +67,11 @@ def load_model(spec: ModelSpec, device: str | None = None) -> LoadedModel:
             f"{open_clip.list_pretrained_tags_by_model(spec.name)}"
         )
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(spec.name, pretrained=pretrained, device=device)
+        # random weights are seeded: a resumed or incremental run must embed with the same model
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model, _, preprocess = open_clip.create_model_and_transforms(spec.name, pretrained=pretrained,
+                                                                         device=device)
     except Exception as exc:  # download failures surface as RuntimeError from huggingface_hub/open_clip
         raise EmbeddingModelError(
             f"Could not load weights {spec.pretrained!r} for {spec.name}: {str(exc)[:200]}. Without internet, "

@@ -1,0 +1,82 @@
+"""Bring your own embeddings: an array, a ``.npy`` file, or a Python callable ``images -> vectors``.
+
+Whatever the source, vectors land in the same :class:`EmbeddingStore` as model embeddings (checked
+for shape and NaNs, L2-normalised), so similarity, maps and curation never care where they came from.
+Vectors stored in a FiftyOne field are read by the run layer and arrive here as an array.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from curate_loop.embeddings.images import open_rgb
+from curate_loop.embeddings.loop import EmbedReport, checked_vectors, run_embedding_loop
+from curate_loop.embeddings.store import EmbeddingStore
+from curate_loop.errors import InvalidInputError
+
+
+def load_npy(path: str | Path, n_rows: int) -> np.ndarray:
+    """Read a ``.npy`` of shape ``(n_rows, dim)`` (rows in the order of the samples it belongs to)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InvalidInputError(f"No such .npy file: {path}")
+    try:
+        vectors = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        raise InvalidInputError(f"{path} is not a plain numeric .npy array ({exc}); save it with np.save.") from exc
+    return checked_vectors(vectors, n_rows, str(path))
+
+
+def store_vectors(ids: list[str], vectors, store: EmbeddingStore, *, source: str = "the array") -> EmbedReport:
+    """Store given vectors, skipping ids already stored (so re-importing is idempotent)."""
+    vectors = checked_vectors(vectors, len(ids), source)
+    done = np.isin(np.asarray(ids, dtype=str), store.stored_ids())
+    todo = np.flatnonzero(~done)
+    if len(todo):
+        norms = np.linalg.norm(vectors[todo], axis=1)
+        if (norms == 0).any():
+            raise InvalidInputError(f"{source} has {int((norms == 0).sum())} all-zero vector(s): they have no "
+                                    "direction for cosine similarity; drop or replace them.")
+        store.append(np.asarray(ids, dtype=str)[todo], vectors[todo] / norms[:, None])
+    return EmbedReport(computed=len(todo), skipped=int(done.sum()), failed={})
+
+
+class _PilImages:
+    """Item i -> (i, PIL RGB image or None, error or None); the user's callable does its own preprocessing."""
+
+    def __init__(self, filepaths: list[str]):
+        self.filepaths = filepaths
+
+    def __len__(self) -> int:
+        return len(self.filepaths)
+
+    def __getitem__(self, i: int):
+        try:
+            return i, open_rgb(self.filepaths[i]), None
+        except Exception as exc:
+            return i, None, f"{type(exc).__name__}: {exc}"
+
+
+def _collate_pil(items):
+    good = [(i, img) for i, img, err in items if err is None]
+    return [i for i, _ in good], [img for _, img in good], [(i, err) for i, _, err in items if err is not None]
+
+
+def embed_with_callable(fn: Callable[[list], np.ndarray], ids: list[str], filepaths: list[str],
+                        store: EmbeddingStore, *, batch_size: int = 32, num_workers: int = 1,
+                        progress: Callable[[int, int], None] | None = None) -> EmbedReport:
+    """Call ``fn(list of PIL RGB images) -> (n, dim)`` on images not stored yet, decoding in workers."""
+    from torch.utils.data import DataLoader
+
+    if not callable(fn):
+        raise InvalidInputError(f"Expected a callable images -> vectors, got {type(fn).__name__}")
+    done = set(store.stored_ids().tolist())
+    todo = [k for k, item_id in enumerate(ids) if item_id not in done]
+    loader = DataLoader(_PilImages([filepaths[k] for k in todo]), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=_collate_pil)
+    name = getattr(fn, "__name__", type(fn).__name__)
+    return run_embedding_loop(loader, [ids[k] for k in todo], fn, store, total=len(todo), skipped=len(ids) - len(todo),
+                              progress=progress, source=f"Your embedding function {name!r}")
