@@ -13,8 +13,12 @@ import numpy as np
 from curate_loop.errors import InvalidInputError
 
 
-def tile_sample(points: np.ndarray, max_points: int, *, grid: int = 64, seed: int = 0) -> np.ndarray:
-    """Indices (sorted) of at most ``max_points`` rows of ``points (n, 2)``, spread evenly across tiles."""
+def tile_sample(points: np.ndarray, max_points: int, *, grid: int | None = None, seed: int = 0) -> np.ndarray:
+    """Indices (sorted) of at most ``max_points`` rows of ``points (n, 2)``, spread evenly across tiles.
+
+    The default grid has about ``max_points / 16`` tiles, so a tile that holds a small island can
+    show a few dozen of its points.
+    """
     points = np.asarray(points, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 2:
         raise InvalidInputError(f"Expected 2-D map points of shape (n, 2), got {points.shape}")
@@ -23,6 +27,7 @@ def tile_sample(points: np.ndarray, max_points: int, *, grid: int = 64, seed: in
     n = len(points)
     if n <= max_points:
         return np.arange(n)
+    grid = grid or int(np.clip(np.sqrt(max_points / 16), 4, 256))
     lo, hi = points.min(axis=0), points.max(axis=0)
     cells = np.floor((points - lo) / np.where(hi > lo, hi - lo, 1.0) * grid).clip(0, grid - 1).astype(np.int64)
     tile = cells[:, 0] * grid + cells[:, 1]
