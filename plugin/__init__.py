@@ -4,8 +4,13 @@ FiftyOne loads this file under its own module name, so siblings are imported rel
 core only through ``curate_loop``.
 """
 
+from .embeddings import BuildIndexAndMap, ComputeEmbeddings
+from .searches import ApplySearch, SaveSearch
 from .summary import DatasetSummary
+
+OPERATORS = (DatasetSummary, ComputeEmbeddings, BuildIndexAndMap, SaveSearch, ApplySearch)
 
 
 def register(p):
-    p.register(DatasetSummary)
+    for operator in OPERATORS:
+        p.register(operator)

@@ -17,7 +17,8 @@ def test_operators_register_without_errors(plugin_installed):
 
     assert registry.OperatorRegistry().list_errors() == []
     uris = {op.uri for op in registry.list_operators()}
-    assert f"{PLUGIN_NAME}/dataset_summary" in uris
+    expected = {"dataset_summary", "compute_embeddings", "build_similarity_and_map", "save_search", "apply_search"}
+    assert {f"{PLUGIN_NAME}/{name}" for name in expected} <= uris
 
 
 def test_summary_operator_runs_headless_on_the_example(example_dataset):
