@@ -66,7 +66,7 @@ def test_operators_compute_embeddings_index_map_and_searches(example_dataset):
 
     view = example_dataset.match_tags("labeled")
     result = execute_operator(f"{PLUGIN_NAME}/compute_embeddings", ctx={
-        "dataset": example_dataset.name, "view": view._serialize(),
+        "dataset": example_dataset.name, "view": view,
         "params": {"key": "op_objects", "level": "object", "patches_field": "ground_truth", "margin": 0.1,
                    "models": "ViT-B-32", "batch_size": 16, "build_index": True, "build_map": True},
     })
