@@ -84,3 +84,12 @@ def test_operators_compute_embeddings_index_map_and_searches(example_dataset):
     assert result.result == {"field": "search_op_like", "scored": len(example_dataset)}
     scores = example_dataset.values("search_op_like")
     assert scores[0] == pytest.approx(1.0) and max(scores[1:]) == pytest.approx(0.0)
+
+
+def test_bad_model_leaves_no_run_behind(example_dataset):
+    from curate_loop.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="Unknown open_clip model"):
+        runs.compute_embeddings(example_dataset, "typo_run", "ViT-B-23")
+    assert "typo_run" not in example_dataset.list_runs()
+    assert not runs.run_dir(example_dataset, "typo_run").exists()

@@ -46,10 +46,9 @@ def pick_device(device: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_model(spec: ModelSpec, device: str | None = None) -> LoadedModel:
-    """Create the model in eval mode on ``device`` (half precision on CUDA) with its preprocessing."""
+def check_spec(spec: ModelSpec) -> str | None:
+    """Validate the model name and ``pretrained`` before any work starts; returns the resolved ``pretrained``."""
     import open_clip
-    import torch
 
     if spec.name not in open_clip.list_models():
         close = difflib.get_close_matches(spec.name, open_clip.list_models(), n=5)
@@ -57,7 +56,6 @@ def load_model(spec: ModelSpec, device: str | None = None) -> LoadedModel:
             f"Unknown open_clip model {spec.name!r}. Close matches: {close or 'none'}; "
             "`open_clip.list_models()` lists them all."
         )
-    device = pick_device(device)
     pretrained = spec.pretrained
     if pretrained is not None and Path(pretrained).expanduser().exists():
         pretrained = str(Path(pretrained).expanduser())
@@ -66,6 +64,16 @@ def load_model(spec: ModelSpec, device: str | None = None) -> LoadedModel:
             f"pretrained={pretrained!r} is neither a local checkpoint file nor a tag of {spec.name}. Tags: "
             f"{open_clip.list_pretrained_tags_by_model(spec.name)}"
         )
+    return pretrained
+
+
+def load_model(spec: ModelSpec, device: str | None = None) -> LoadedModel:
+    """Create the model in eval mode on ``device`` (half precision on CUDA) with its preprocessing."""
+    import open_clip
+    import torch
+
+    device = pick_device(device)
+    pretrained = check_spec(spec)
     try:
         # random weights are seeded: a resumed or incremental run must embed with the same model
         with torch.random.fork_rng(devices=[]):

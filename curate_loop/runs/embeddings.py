@@ -183,11 +183,13 @@ def compute_embeddings(samples, key: str = "clip", models="ViT-B-32", *, patches
     else:
         ids, filepaths = samples.values(["id", "filepath"])
     stores = _stores(dataset, key, len(specs))
+    if progress:
+        progress(0.0, "loading model(s)")
+    models_loaded = [load_model(spec, device=device) for spec in specs]  # bad names/weights fail before any record
     _register(dataset, key, config, {"status": "running"})
     started = time.perf_counter()
     summary = EmbeddingRunSummary(key, level, computed=0, skipped=0)
-    for m, (spec, store) in enumerate(zip(specs, stores)):
-        loaded = load_model(spec, device=device)
+    for m, (spec, store, loaded) in enumerate(zip(specs, stores, models_loaded)):
         store.open({"model": spec.name, "pretrained": spec.pretrained, **config, "models": None})
         store.mark_incomplete()
 
