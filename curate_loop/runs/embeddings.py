@@ -167,11 +167,13 @@ def compute_embeddings(samples, key: str = "clip", models="ViT-B-32", *, patches
     ``flush_every`` vectors are written per chunk: the most work an interruption can lose.
     """
     from curate_loop.embeddings.compute import embed_images
-    from curate_loop.embeddings.models import load_model
+    from curate_loop.embeddings.models import check_spec, load_model
     from curate_loop.embeddings.objects import embed_objects
 
     _validate_key(key)
     specs = parse_models(models)
+    for spec in specs:
+        check_spec(spec)  # a typo in a model name is the first thing to report
     dataset = _dataset(samples)
     level = "image" if patches_field is None else "object"
     config = {"level": level, "patches_field": patches_field, "source": "open_clip",
