@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from curate_loop.embeddings.compute import embed_images
-from curate_loop.embeddings.images import open_rgb
+from curate_loop.embeddings.images import ImageFiles, open_rgb, resize_target
 from curate_loop.embeddings.models import ModelSpec, load_model
 from curate_loop.embeddings.store import EmbeddingStore
 from curate_loop.errors import EmbeddingModelError, InvalidInputError
@@ -66,6 +66,73 @@ def test_exif_orientation_is_applied(tmp_path):
     exif[0x0112] = 6  # rotate 90° clockwise on display
     img.save(tmp_path / "rot.jpg", exif=exif)
     assert open_rgb(str(tmp_path / "rot.jpg")).size == (20, 40)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Two different ~1 MP photo JPEGs (upscaled scikit-image photos); the first one also stored rotated via
+    EXIF (orientation 6: displayed 90° clockwise)."""
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("photos")
+    paths = {}
+    for name, arr in (("astronaut", data.astronaut()), ("coffee", data.coffee())):
+        img = Image.fromarray(arr).resize((1200, 800), Image.Resampling.BICUBIC)
+        paths[name] = str(folder / f"{name}.jpg")
+        img.save(paths[name], quality=90)
+    rotated = Image.open(paths["astronaut"])
+    exif = rotated.getexif()
+    exif[0x0112] = 6
+    paths["rotated"] = str(folder / "rotated.jpg")
+    rotated.transpose(Image.Transpose.ROTATE_90).save(paths["rotated"], quality=90, exif=exif)
+    return paths
+
+
+def test_reduced_decode_keeps_min_size_and_orientation(photos, tmp_path):
+    full = open_rgb(photos["rotated"])
+    assert full.size == (1200, 800)  # upright again
+    # the largest DCT scale (1/2, 1/4, 1/8) that keeps both sides >= min_size; upright like full decoding
+    assert open_rgb(photos["rotated"], min_size=224).size == (600, 400)  # 1/4 would give a 200 px side
+    assert open_rgb(photos["rotated"], min_size=150).size == (300, 200)
+    assert open_rgb(photos["rotated"], min_size=500).size == (1200, 800)
+    tiny = tmp_path / "tiny.jpg"
+    Image.new("RGB", (200, 150), "blue").save(tiny)
+    assert open_rgb(str(tiny), min_size=224).size == (200, 150)  # never below full size
+    png = tmp_path / "big.png"
+    Image.open(photos["coffee"]).save(png)
+    assert open_rgb(str(png), min_size=224).size == (1200, 800)  # not a JPEG: full decoding
+
+
+def test_resize_target_reads_the_preprocessing(random_clip):
+    from torchvision import transforms
+
+    assert resize_target(random_clip.preprocess) == 224
+    assert resize_target(transforms.Compose([transforms.Resize((224, 300)), transforms.ToTensor()])) == 300
+    assert resize_target(transforms.Compose([transforms.ToTensor()])) is None
+    assert resize_target(transforms.Compose([transforms.Resize(224, max_size=256)])) is None
+    assert resize_target(lambda img: img) is None
+    assert ImageFiles([], random_clip.preprocess).min_size == 224
+    assert ImageFiles([], random_clip.preprocess, reduced_decode=False).min_size is None
+
+
+def test_reduced_decode_gives_nearly_the_same_input_and_vector(random_clip, photos):
+    import torch
+
+    full = ImageFiles(list(photos.values()), random_clip.preprocess, reduced_decode=False)
+    reduced = ImageFiles(list(photos.values()), random_clip.preprocess)
+    x_full = torch.stack([full[i][1] for i in range(3)])
+    x_reduced = torch.stack([reduced[i][1] for i in range(3)])
+    assert x_reduced.shape == x_full.shape == (3, 3, 224, 224)
+    same_photo = (x_reduced - x_full).abs().mean(dim=(1, 2, 3))
+    other_photo = (x_full[0] - x_full[1]).abs().mean()
+    assert same_photo.max() < 0.05 < other_photo / 10  # normalised units: ~1.5 grey levels out of 255
+    with torch.inference_mode():
+        v_full = torch.nn.functional.normalize(random_clip.model.encode_image(x_full), dim=-1)
+        v_reduced = torch.nn.functional.normalize(random_clip.model.encode_image(x_reduced), dim=-1)
+    same = (v_full * v_reduced).sum(dim=1)
+    assert same.min() > 0.999
+    # random weights put any two images at cosine ~0.97: the reduced decode must be far closer than that
+    assert 1 - same.min() < (1 - float(v_full[0] @ v_full[1])) / 10
 
 
 # -- models -----------------------------------------------------------------------------------
