@@ -232,6 +232,7 @@ def main() -> dict:
     if "fiftyone" not in sys.modules:  # FiftyOne reads these once, on import: keep the user's datasets apart
         os.environ["FIFTYONE_DATABASE_NAME"] = THROWAWAY_DB
         os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
+        os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
     load_before = os.getloadavg()[0]
     paths = ensure_jpegs(N_IMAGES)
     loaded = load_model(ModelSpec(MODEL, None), device="cpu")

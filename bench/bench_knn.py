@@ -9,13 +9,16 @@ Recall@10 is against exact cosine search (faiss ``IndexFlatIP`` brute force) for
 excluded.
 
 Data: a seeded Gaussian mixture with 1,000 clusters of different widths. Runs in a throwaway FiftyOne
-database (``curate-loop-bench-<pid>``) that is dropped at the end; building the dataset is not timed.
+database (``curate-loop-bench-<pid>``, on a mongod in ``<curate-loop home>/bench/mongodb``) that is
+dropped at the end; building the dataset is not timed. Progress goes to stderr; stdout gets the one
+``BENCH {json}`` line.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -46,9 +49,14 @@ def brain_knn_graph(dataset, vectors: np.ndarray, backend: str) -> tuple[float, 
 
 
 def main() -> None:
-    # Before FiftyOne is imported: a database of our own, never the user's datasets.
+    # Before FiftyOne is imported: a throwaway database, never the user's datasets, on a mongod of the
+    # bench's own (the default one is shared with every other FiftyOne process, and once went away
+    # mid-run). Its folder stays: deleting it at exit races the mongod FiftyOne stops after we are gone.
+    from curate_loop.paths import curate_loop_home
+
     db_name = f"curate-loop-bench-{os.getpid()}"
     os.environ["FIFTYONE_DATABASE_NAME"] = db_name
+    os.environ["FIFTYONE_DATABASE_DIR"] = str(curate_loop_home() / "bench" / "mongodb")
     os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
     os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
     import fiftyone as fo
@@ -66,7 +74,9 @@ def main() -> None:
         dataset.add_samples([fo.Sample(filepath=f"/bench/{i:06d}.jpg") for i in range(N)], progress=False)
 
         sklearn_seconds, _ = brain_knn_graph(dataset, vectors, "sklearn")
+        print(f"brain sklearn backend: {sklearn_seconds:.1f} s", file=sys.stderr, flush=True)
         ours_seconds, ours_inds = brain_knn_graph(dataset, vectors, "faiss")
+        print(f"faiss backend: {ours_seconds:.1f} s", file=sys.stderr, flush=True)
 
         rows = np.sort(np.random.default_rng(SEED).choice(N, RECALL_ROWS, replace=False))
         _, exact = knn.search(knn.build_index(vectors, exact=True), vectors[rows], K + 1)  # IndexFlatIP

@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from curate_loop.embeddings.compute import embed_images
-from curate_loop.embeddings.images import ImageFiles, open_rgb, resize_target
+from curate_loop.embeddings.images import (ImageFiles, ResizedCenterCrop, collate, open_rgb, resize_target,
+                                           split_preprocess)
 from curate_loop.embeddings.models import ModelSpec, load_model
 from curate_loop.embeddings.store import EmbeddingStore
 from curate_loop.errors import EmbeddingModelError, InvalidInputError
@@ -135,6 +136,42 @@ def test_reduced_decode_gives_nearly_the_same_input_and_vector(random_clip, phot
     assert 1 - same.min() < (1 - float(v_full[0] @ v_full[1])) / 10
 
 
+def test_fused_resize_and_crop_gives_torchvision_pixels(random_clip, photos):
+    from torchvision import transforms
+
+    resize, crop = random_clip.preprocess.transforms[:2]
+    fused = ResizedCenterCrop(resize, crop)
+    photo = open_rgb(photos["coffee"])
+    for size in [(1200, 800), (800, 1200), (601, 223 * 2 + 1), (224, 224), (230, 1000)]:
+        img = photo.resize(size)
+        expected = np.asarray(crop(resize(img)), dtype=int)
+        got = np.asarray(fused(img), dtype=int)
+        assert got.shape == expected.shape == (224, 224, 3)
+        assert np.abs(got - expected).mean() < 0.1 and (np.abs(got - expected) > 1).mean() < 1e-3  # rounding only
+    small, big = transforms.Resize(100), transforms.CenterCrop(150)  # a crop larger than the image: torchvision's way
+    assert np.array_equal(np.asarray(ResizedCenterCrop(small, big)(photo)), np.asarray(big(small(photo))))
+
+
+def test_uint8_batches_and_threads_give_exactly_the_same_input(random_clip, photos, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+    from torchvision import transforms
+
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8 not really a jpeg")
+    paths = [photos["astronaut"], str(corrupt), photos["rotated"], photos["coffee"]]
+    good, expected, failed = collate([ImageFiles(paths, random_clip.preprocess)[i] for i in range(4)])
+    with ThreadPoolExecutor(2) as pool:
+        images = ImageFiles(paths, random_clip.preprocess, executor=pool, uint8=True)
+        good8, batch, failed8 = collate(images.__getitems__([0, 1, 2, 3]))
+    assert (good8, failed8) == (good, failed) == ([0, 2, 3], failed) and failed[0][0] == 1
+    assert batch.dtype == torch.uint8 and batch.shape == (3, 224, 224, 3)
+    assert torch.equal(images.model_input(batch, "cpu", torch.float32), expected)
+    assert split_preprocess(transforms.Compose([transforms.Resize(224), transforms.ToTensor()])) is None
+    assert ImageFiles(paths, transforms.Compose([transforms.ToTensor()]), uint8=True).normalize is None
+
+
 # -- models -----------------------------------------------------------------------------------
 def test_unknown_model_lists_close_matches():
     with pytest.raises(InvalidInputError, match=r"Unknown open_clip model 'ViT-B-23'.*ViT-B-32"):
@@ -209,3 +246,14 @@ def test_embed_resume_incremental_and_failures(random_clip, example_images, tmp_
     fixed = embed_images(ids[:17], paths[:17], random_clip, store, num_workers=0)
     assert (fixed.computed, fixed.skipped, fixed.failed) == (1, 16, {})
     assert set(store.failures()) == {"s17"}
+
+
+def test_decoding_in_workers_or_threads_gives_the_same_vectors(random_clip, example_images, tmp_path):
+    ids = [f"s{i}" for i in range(6)]
+    vectors = []
+    for num_workers in (0, 1):
+        store = EmbeddingStore(tmp_path / f"w{num_workers}").open({"model": random_clip.spec.key})
+        report = embed_images(ids, example_images[:6], random_clip, store, batch_size=4, num_workers=num_workers)
+        assert report.computed == 6
+        vectors.append(store.load(ids)[1])
+    assert np.allclose(vectors[0], vectors[1], atol=1e-6)

@@ -95,7 +95,8 @@ def test_index_round_trips_through_an_atomic_file(tmp_path):
     [
         (lambda: knn.build_index(np.ones(8)), r"2-D array \(n, d\), got shape \(8,\)"),
         (lambda: knn.build_index(np.empty((0, 8))), r"non-empty 2-D array"),
-        (lambda: knn.build_index(np.array([[1.0, np.nan], [1.0, 2.0]])), r"1 row\(s\) with NaN or inf \(first at row 0\)"),
+        (lambda: knn.build_index(np.array([[1.0, np.nan], [1.0, 2.0]])),
+         r"1 row\(s\) with NaN or inf \(first at row 0"),
         (lambda: knn.build_index(np.array([[1.0, 0.0], [0.0, 0.0]])), r"all-zero row.*drop those items"),
         (lambda: knn.knn_graph(np.eye(5), 5), r"k=5 is larger than the 4 other vectors"),
         (lambda: knn.search(knn.build_index(np.eye(5)), np.eye(5), 6), r"k=6 is larger than the 5 indexed"),
@@ -123,8 +124,12 @@ def thumbnail_embeddings(filepaths) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def dup_dataset(example_dataset):
-    """A clone of the example (runs made here stay out of the shared dataset) with pixel embeddings."""
-    dataset = example_dataset.clone("similarity-tests")
+    """A clone of the example (runs made here stay out of the shared dataset) with pixel embeddings.
+
+    Persistent: a FiftyOne process that exits believing it is the last client deletes non-persistent
+    datasets, and the fresh-process test starts one.
+    """
+    dataset = example_dataset.clone("similarity-tests", persistent=True)
     ids, paths = dataset.values("id"), dataset.values("filepath")
     yield dataset, np.array(ids), thumbnail_embeddings(paths)
     dataset.delete()
@@ -305,16 +310,44 @@ def test_a_clone_shares_the_index_but_cannot_delete_it(plain_dataset):
         clone.delete()
 
 
+def test_a_deleted_datasets_folder_is_reused_by_a_new_dataset_of_that_name():
+    import fiftyone as fo
+
+    from curate_loop.similarity import build_similarity_index
+
+    folders = []
+    for seed in (11, 12):  # the first dataset is deleted with its run in place: FiftyOne skips cleanup then
+        dataset = fo.Dataset("similarity-reused-name")
+        dataset.add_samples([fo.Sample(filepath=f"/nonexistent/{i}.jpg") for i in range(30)])
+        ids = np.array(dataset.values("id"))
+        results = build_similarity_index(dataset, np.random.default_rng(seed).standard_normal((30, 8)), ids, "k")
+        folders.append(results.config.index_dir)
+        assert results.sort_by_similarity(ids[0], k=1).values("id") == [ids[0]]
+        dataset.delete()
+    assert folders[0] == folders[1]
+
+
 def test_backend_errors_say_what_to_do(plain_dataset):
     from curate_loop.similarity import build_similarity_index
 
     ids = np.array(plain_dataset.values("id"))
     with pytest.raises(InvalidInputError, match="120 sample ids; pass one id per embedding row"):
         build_similarity_index(plain_dataset, np.ones((100, 4)), ids, "bad")
+    assert plain_dataset.list_brain_runs() == []  # a failed build leaves no run behind
     results = build_similarity_index(plain_dataset, np.random.default_rng(8).standard_normal((120, 4)), ids, "ok")
+    with pytest.raises(InvalidInputError, match="NaN"):
+        build_similarity_index(plain_dataset, np.full((120, 4), np.nan), ids, "ok")
+    assert plain_dataset.list_brain_runs() == ["ok"] and results.total_index_size == 120  # old run intact
     with pytest.raises(InvalidInputError, match="not in this similarity index"):
         results.sort_by_similarity("0" * 24)
     with pytest.raises(InvalidInputError, match="3 dimensions but the index has 4"):
         results.sort_by_similarity(np.ones(3))
     with pytest.raises(InvalidInputError, match="patches_field and label_ids together"):
         build_similarity_index(plain_dataset, np.ones((120, 4)), ids, "bad", patches_field="ground_truth")
+    other = plain_dataset.clone()
+    try:
+        with pytest.raises(InvalidInputError, match="holds the similarity index of another dataset"):
+            build_similarity_index(other, np.ones((120, 4)), ids, "bad", index_dir=results.config.index_dir)
+        assert other.list_brain_runs() == ["ok"]  # the clone's copy of the run; no half-made "bad" run
+    finally:
+        other.delete()

@@ -32,13 +32,18 @@ class EmbedReport:
     failed: dict[str, str]
 
 
-def model_encoder(model: LoadedModel) -> Callable:
-    """``encode`` for an open_clip model: stacked preprocessed tensors -> float32 vectors."""
+def model_encoder(model: LoadedModel, to_input: Callable | None = None) -> Callable:
+    """``encode`` for an open_clip model: a collated batch -> float32 vectors.
+
+    ``to_input(batch, device, dtype)`` turns the batch into the model's input; by default the batch is
+    already preprocessed tensors and is only moved (images decoded as uint8 normalise on the device).
+    """
     import torch
 
-    def encode(tensors):
+    def encode(batch):
         with torch.inference_mode():
-            return model.model.encode_image(tensors.to(model.device, dtype=model.dtype)).float().cpu().numpy()
+            x = to_input(batch, model.device, model.dtype) if to_input else batch.to(model.device, dtype=model.dtype)
+            return model.model.encode_image(x).float().cpu().numpy()
 
     return encode
 

@@ -108,11 +108,7 @@ class FaissSimilarity(Similarity):
             # The run doc was written before this path existed: store it for the App process.
             self.update_run_config(samples, brain_key, self.config)
         if self.config.index_dir is not None:
-            if not _owned_by(self.config.index_dir, dataset):
-                raise InvalidInputError(
-                    f"{self.config.index_dir} holds the similarity index of another dataset; pass another "
-                    "index_dir, or none for the default folder."
-                )
+            _check_owner(self.config.index_dir, dataset)
             _remove_index_files(self.config.index_dir)  # a new run never inherits a stale folder's vectors
         return FaissSimilarityIndex(samples, self.config, brain_key, backend=self)
 
@@ -176,12 +172,7 @@ class FaissSimilarityIndex(SimilarityIndex, DuplicatesMixin):
         vectors = knn.normalize(embeddings, what="embeddings")
         sample_ids = _as_ids(sample_ids)
         label_ids = None if label_ids is None else _as_ids(label_ids)
-        if len(sample_ids) != len(vectors) or (label_ids is not None and len(label_ids) != len(vectors)):
-            raise InvalidInputError(
-                f"got {len(vectors)} embeddings but {len(sample_ids)} sample ids"
-                + ("" if label_ids is None else f" and {len(label_ids)} label ids")
-                + "; pass one id per embedding row."
-            )
+        _check_rows(vectors, sample_ids, label_ids)
         if self.config.patches_field is not None and label_ids is None:
             raise InvalidInputError(f"this index is over patches ({self.config.patches_field!r}): pass label_ids.")
         n = self.total_index_size
@@ -410,8 +401,13 @@ def build_similarity_index(view_or_dataset, embeddings, sample_ids, brain_key: s
         raise InvalidInputError("pass patches_field and label_ids together (object-level index), or neither.")
     if not brain_key or not str(brain_key).isidentifier():
         raise InvalidInputError(f"brain_key must be a Python identifier such as 'clip_sim', got {brain_key!r}.")
-    register_faiss_backend()
+    # Checked before the old run is deleted or a new one registered: bad input changes nothing.
+    vectors = knn.normalize(embeddings, what="embeddings")
+    _check_rows(vectors, _as_ids(sample_ids), None if label_ids is None else _as_ids(label_ids))
     dataset = view_or_dataset._root_dataset
+    if index_dir is not None:
+        _check_owner(index_dir, dataset)
+    register_faiss_backend()
     if brain_key in dataset.list_brain_runs():
         dataset.delete_brain_run(brain_key)
     # embeddings=False: register the run without computing anything; our ids say which row is which.
@@ -419,7 +415,11 @@ def build_similarity_index(view_or_dataset, embeddings, sample_ids, brain_key: s
         view_or_dataset, embeddings=False, brain_key=brain_key, backend=BACKEND_NAME, patches_field=patches_field,
         model_name=model_name, pretrained=pretrained, index_dir=index_dir, exact=exact,
     )
-    results.add_to_index(embeddings, sample_ids, label_ids=label_ids)
+    try:
+        results.add_to_index(vectors, sample_ids, label_ids=label_ids)
+    except BaseException:
+        dataset.delete_brain_run(brain_key)  # no half-made run left behind
+        raise
     return results
 
 
@@ -443,17 +443,21 @@ class OpenClipPromptModel:
 
     def embed_prompts(self, prompts) -> np.ndarray:
         """(len(prompts), dim) unit-norm float32 text embeddings; the model loads on first use."""
-        import open_clip
-        import torch
-
         from curate_loop.embeddings.models import ModelSpec, load_model
+        from curate_loop.embeddings.text import embed_texts
 
         if self._loaded is None:
             self._loaded = load_model(ModelSpec(self.model_name, self.pretrained), self.device)
-        tokens = open_clip.get_tokenizer(self.model_name)(list(prompts)).to(self._loaded.device)
-        with torch.no_grad():
-            features = self._loaded.model.encode_text(tokens)
-        return knn.normalize(features.float().cpu().numpy(), what="prompt embeddings")
+        return embed_texts([self._loaded], list(prompts))
+
+
+def _check_rows(vectors, sample_ids, label_ids) -> None:
+    if len(sample_ids) != len(vectors) or (label_ids is not None and len(label_ids) != len(vectors)):
+        raise InvalidInputError(
+            f"got {len(vectors)} embeddings but {len(sample_ids)} sample ids"
+            + ("" if label_ids is None else f" and {len(label_ids)} label ids")
+            + "; pass one id per embedding row."
+        )
 
 
 def _as_ids(ids) -> np.ndarray:
@@ -473,12 +477,32 @@ def _write_npz_atomic(path: Path, arrays: dict) -> None:
 
 
 def _owned_by(index_dir, dataset) -> bool:
-    """Whether ``index_dir`` holds no index, or one written for ``dataset`` (clones share their source's)."""
+    """Whether ``index_dir`` holds no index, one written for ``dataset``, or one whose dataset is gone.
+
+    A clone shares its source's folder (not its own); a dataset deleted with its runs still in place
+    (FiftyOne does not clean runs up then) leaves a folder that a new dataset of that name may reuse.
+    """
     path = Path(index_dir) / DATA_FILE
     if not path.is_file():
         return True
     with np.load(path) as data:
-        return "dataset_id" not in data.files or str(data["dataset_id"]) == str(dataset._doc.id)
+        owner = str(data["dataset_id"]) if "dataset_id" in data.files else None
+    return owner is None or owner == str(dataset._doc.id) or not _dataset_exists(owner)
+
+
+def _check_owner(index_dir, dataset) -> None:
+    if not _owned_by(index_dir, dataset):
+        raise InvalidInputError(
+            f"{index_dir} holds the similarity index of another dataset; pass another index_dir, or none "
+            "for the default folder."
+        )
+
+
+def _dataset_exists(dataset_id: str) -> bool:
+    import fiftyone.core.odm as foo
+    from bson import ObjectId
+
+    return foo.get_db_conn().datasets.count_documents({"_id": ObjectId(dataset_id)}, limit=1) > 0
 
 
 def _remove_index_files(index_dir) -> None:

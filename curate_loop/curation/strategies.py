@@ -1,0 +1,422 @@
+"""Which pool samples to label next: our cluster-balanced batch selection and the baselines it is measured against.
+
+All functions take embeddings (n, dim) and return row indices; geometry is cosine (rows are L2-normalised).
+
+- ``select_random``: the floor every strategy must beat.
+- ``select_kcenter``: k-center greedy (Sener & Savarese 2018), each pick the sample farthest from all picked and
+  labeled ones; covers space, but at low budgets spends picks on outliers.
+- ``select_typicality``: the most typical samples of the whole pool (1 / mean distance to the 20 nearest).
+- ``select_typiclust``: TypiClust (Hacohen et al., ICML 2022), k-means into budget + labeled clusters, the most
+  typical sample of each uncovered cluster, largest first; the strongest known low-budget choice.
+- ``select_cluster_balanced``: ours. TypiClust's budget-sized partition with medoids as picks in large clusters,
+  every natural cluster reached once the budget allows (a quota for sparse ones before that), dense clusters
+  down-weighted, and near-duplicates of picked or labeled samples skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from curate_loop.curation.clustering import (NOISE, ClusterResult, as_unit_vectors, cluster_embeddings, group_rows,
+                                             kmeans_labels, mean_knn_sq_dist)
+from curate_loop.errors import InvalidInputError
+
+TYPICALITY_NEIGHBORS = 20  # TypiClust's choice
+MAX_EXTRA_CLUSTERS = 500  # k-means gets budget + labeled clusters, but no more than this many for the labeled
+DEFAULT_NEAR_DUP_THRESHOLD = 0.98  # cosine; on digits (PCA-32) 0.3% of samples have a neighbour this close, 12% at 0.95
+DEFAULT_SPARSE_QUOTA = 0.1  # share of a budget too small to reach every cluster that still goes to sparse clusters
+DEFAULT_DENSE_WEIGHT = 0.5  # a dense cluster's samples count half when picks compete
+CENTRALITY_REFERENCE = 2_000  # a medoid is found against at most this many sampled members: O(size) per cluster
+COST_SAMPLE = 10_000  # how well picks represent the pool is measured on at most this many samples
+
+REASON_REPRESENTATIVE = "representative"  # stands in for a budget-sized k-means cluster (TypiClust's partition)
+REASON_COVER = "cover-cluster"  # stands in for a natural cluster nothing else reached
+REASON_SPARSE = "sparse-quota"  # stands in for a sparse cluster, from the quota of a budget too small to reach all
+
+
+@dataclass(frozen=True)
+class SelectionResult:
+    """A batch to label and why each sample is in it.
+
+    indices: (m,) int64 pool rows; m == k unless the rest of the pool is near-duplicates.
+    reasons: (m,) str, ``REASON_REPRESENTATIVE``, ``REASON_COVER`` or ``REASON_SPARSE``.
+    clusters: (m,) int64 natural cluster of each pick, ``NOISE`` (-1) for an outlier.
+    natural: the natural clusters used (given, or computed).
+    clusters_reached: natural clusters holding a labeled or picked sample after this batch.
+    sparse_reached: sparse natural clusters among them.
+    edge_cases: picks that are outliers (noise) or in sparse clusters.
+    near_duplicates_skipped: candidates passed over as near-duplicates of picked or labeled samples.
+    """
+
+    indices: np.ndarray
+    reasons: np.ndarray
+    clusters: np.ndarray
+    natural: ClusterResult
+    clusters_reached: int
+    sparse_reached: int
+    edge_cases: int
+    near_duplicates_skipped: int
+
+
+# -- baselines -----------------------------------------------------------------------------------------------------
+def select_random(n_pool: int, k: int, seed: int = 0, labeled_idx=None) -> np.ndarray:
+    """``k`` distinct pool rows drawn uniformly among those not labeled yet."""
+    if isinstance(n_pool, bool) or not isinstance(n_pool, (int, np.integer)) or n_pool < 1:
+        raise InvalidInputError(f"n_pool must be a positive number of samples, got {n_pool!r}.")
+    available = ~_index_mask(labeled_idx, n_pool, "labeled_idx")
+    _check_k(k, int(available.sum()))
+    return np.random.default_rng(seed).choice(np.flatnonzero(available), k, replace=False).astype(np.int64)
+
+
+def select_kcenter(vectors, k: int, labeled_idx=None, seed: int = 0) -> np.ndarray:
+    """k-center greedy: each pick the sample farthest from everything picked or labeled (random first pick)."""
+    unit = as_unit_vectors(vectors)
+    labeled = _index_mask(labeled_idx, len(unit), "labeled_idx")
+    _check_k(k, int((~labeled).sum()))
+    if labeled.any():
+        dist = _two_nearest(unit, unit[labeled])[1] ** 2
+        picks = []
+    else:
+        first = int(np.random.default_rng(seed).integers(len(unit)))
+        dist = 2 - 2 * (unit @ unit[first])  # squared distance between unit vectors, one matrix-vector product
+        picks = [first]
+    dist[labeled] = -1.0
+    while len(picks) < k:
+        pick = int(np.argmax(dist))
+        picks.append(pick)
+        dist = np.minimum(dist, 2 - 2 * (unit @ unit[pick]))
+        dist[pick] = -1.0  # rounding can leave a pick a hair above 0: never pick it twice
+    return np.asarray(picks, dtype=np.int64)
+
+
+def select_typicality(vectors, k: int, labeled_idx=None, seed: int = 0) -> np.ndarray:
+    """The ``k`` most typical unlabeled samples of the whole pool, most typical first (dense regions only)."""
+    unit = as_unit_vectors(vectors)
+    labeled = _index_mask(labeled_idx, len(unit), "labeled_idx")
+    _check_k(k, int((~labeled).sum()))
+    order = np.argsort(mean_knn_sq_dist(unit, TYPICALITY_NEIGHBORS, seed=seed), kind="stable")
+    return order[~labeled[order]][:k].astype(np.int64)
+
+
+def select_typiclust(vectors, k: int, labeled_idx=None, seed: int = 0) -> np.ndarray:
+    """TypiClust: k-means into ``k`` + labeled clusters; the most typical sample of each uncovered one, largest first.
+
+    Typicality as in the paper's code: 1 / mean squared distance to the min(20, size / 2) nearest unlabeled
+    members of the same cluster.
+    """
+    unit = as_unit_vectors(vectors)
+    labeled = _index_mask(labeled_idx, len(unit), "labeled_idx")
+    _check_k(k, int((~labeled).sum()))
+    picker = _Picker(unit, labeled, np.zeros(len(unit), dtype=bool), near_dup_threshold=None)
+    budget = _budget_partition(unit, k, int(labeled.sum()), seed)
+    _spend_by_cluster(picker, budget, k, weights=np.ones(len(unit)), rank=_most_typical_first, seed=seed)
+    return np.asarray(picker.picks, dtype=np.int64)
+
+
+# -- ours ----------------------------------------------------------------------------------------------------------
+def select_cluster_balanced(vectors, k: int, *, clusters: ClusterResult | None = None, labeled_idx=None,
+                            exclude_idx=None, near_dup_threshold: float | None = DEFAULT_NEAR_DUP_THRESHOLD,
+                            sparse_quota: float = DEFAULT_SPARSE_QUOTA, dense_weight: float = DEFAULT_DENSE_WEIGHT,
+                            seed: int = 0) -> SelectionResult:
+    """A batch of ``k`` that covers the distribution without costing accuracy at low budgets.
+
+    1. TypiClust's budget-sized partition: k-means into ``k`` + labeled clusters, one pick per cluster nothing has
+       reached yet, heaviest first. The pick is TypiClust's most typical member in a cluster of up to 40, its
+       medoid in a larger one: a pick has to stand in for its whole cluster, and in a large cluster the densest
+       spot can sit off-centre (digits, K=10: +.02 to +.04 accuracy over TypiClust; the two rules agree at K>=50).
+    2. Coverage: every natural cluster that no labeled sample or pick reaches gets one (chosen by the same rule)
+       when ``k`` is at least their number; with a smaller ``k``, ``sparse_quota * k`` (rounded down) of the largest
+       unreached sparse clusters still do. Each takes the place of the pick that is cheapest to lose: the one whose
+       samples the other picks serve best (sum over the pool of the distance to the nearest pick or labeled
+       sample), never one that alone reaches its own cluster (for the quota: its own sparse cluster).
+    Dense clusters are down-weighted: their samples count ``dense_weight`` in the ranking of step 1 and in the
+    cost of step 2, so when picks compete, dense clusters give way first. Candidates whose cosine similarity to a
+    labeled or picked sample exceeds ``near_dup_threshold`` are skipped (``None``: never). Labeled and excluded
+    rows are never picked; excluded rows still shape the clusters. ``clusters``: natural clusters of these same
+    rows, computed with :func:`cluster_embeddings` when omitted.
+    """
+    unit = as_unit_vectors(vectors)
+    n = len(unit)
+    labeled = _index_mask(labeled_idx, n, "labeled_idx")
+    excluded = _index_mask(exclude_idx, n, "exclude_idx")
+    _check_k(k, int((~labeled & ~excluded).sum()))
+    if near_dup_threshold is not None and not -1.0 <= near_dup_threshold <= 1.0:
+        raise InvalidInputError(f"near_dup_threshold is a cosine similarity in [-1, 1] (or None), "
+                                f"got {near_dup_threshold}.")
+    if not 0.0 <= sparse_quota <= 1.0:
+        raise InvalidInputError(f"sparse_quota is a share of the budget in [0, 1], got {sparse_quota}.")
+    if not 0.0 < dense_weight <= 1.0:
+        raise InvalidInputError(f"dense_weight must be in (0, 1] (1: no down-weighting), got {dense_weight}.")
+    if clusters is None:
+        clusters = cluster_embeddings(unit, seed=seed)
+    elif len(clusters.labels) != n:
+        raise InvalidInputError(f"clusters has labels for {len(clusters.labels)} samples but there are {n} vectors; "
+                                "cluster these same vectors (cluster_embeddings) or omit clusters.")
+
+    weights = np.ones(n)
+    weights[(clusters.labels >= 0) & (clusters.kinds[np.maximum(clusters.labels, 0)] == "dense")] = dense_weight
+    picker = _Picker(unit, labeled, excluded, near_dup_threshold)
+    budget = _budget_partition(unit, k, int(labeled.sum()), seed)
+    _spend_by_cluster(picker, budget, k, weights=weights, rank=_most_representative_first, seed=seed)
+    reasons = [REASON_REPRESENTATIVE] * len(picker.picks)
+    to_reach = _clusters_to_reach(clusters, labeled, k, sparse_quota)
+    if to_reach:
+        cost = _RepresentationCost(unit, labeled, weights, seed)
+        members = group_rows(clusters.labels, clusters.n_clusters)
+        for cluster, reason in to_reach:
+            slot = _swap_in(picker, clusters, members[cluster], cost, seed, quota=reason == REASON_SPARSE)
+            if slot is not None:
+                reasons[slot] = reason
+    return _result(picker, reasons, clusters)
+
+
+def _clusters_to_reach(clusters: ClusterResult, labeled: np.ndarray, k: int,
+                       sparse_quota: float) -> list[tuple[int, str]]:
+    """(natural cluster, reason) pairs owed a pick, largest first: every unreached one if ``k`` allows, else the
+    sparse quota."""
+    reached = np.zeros(clusters.n_clusters, dtype=bool)
+    reached[clusters.labels[labeled & (clusters.labels >= 0)]] = True
+    unreached = np.flatnonzero(~reached)
+    unreached = unreached[np.argsort(-clusters.sizes[unreached], kind="stable")]
+    if k >= len(unreached):
+        return [(int(c), REASON_COVER) for c in unreached]
+    sparse = unreached[clusters.kinds[unreached] == "sparse"]
+    return [(int(c), REASON_SPARSE) for c in sparse[:int(sparse_quota * k)]]
+
+
+def _swap_in(picker: _Picker, clusters: ClusterResult, members: np.ndarray, cost: _RepresentationCost, seed: int, *,
+             quota: bool) -> int | None:
+    """Put the representative of a cluster (its ``members``) in place of the pick that is cheapest to lose; the slot
+    it took, or None when the cluster is reached already, has no acceptable member, or no pick may give way.
+
+    A pick that alone reaches its cluster never gives way to coverage; to the sparse quota (a budget too small to
+    reach every cluster, where some go unreached anyway) it does, unless its cluster is sparse too."""
+    labels = clusters.labels
+    picks = np.asarray(picker.picks, dtype=np.int64)
+    if len(picks) == 0 or picker.labeled[members].any() or np.isin(picks, members).any():
+        return None
+    reach = np.bincount(labels[(labels >= 0) & picker.labeled], minlength=clusters.n_clusters)
+    reach += np.bincount(labels[picks][labels[picks] >= 0], minlength=clusters.n_clusters)
+    of_pick = np.maximum(labels[picks], 0)
+    alone = (labels[picks] >= 0) & (reach[of_pick] == 1)
+    removable = ~(alone & (clusters.kinds[of_pick] == "sparse")) if quota else ~alone
+    if not removable.any():
+        return None
+    newcomer = picker.first_acceptable(_most_representative_first(picker.unit, members, seed))
+    if newcomer is None:
+        return None
+    loss = cost.loss_of_each(picks, newcomer)
+    loss[~removable] = np.inf
+    slot = int(np.argmin(loss))
+    picker.replace(slot, newcomer)
+    return slot
+
+
+class _RepresentationCost:
+    """How well picks and labeled samples represent the pool: the weighted sum, over a sample of the pool, of the
+    distance to the nearest of them. The distance to the nearest labeled sample is computed once."""
+
+    def __init__(self, unit: np.ndarray, labeled: np.ndarray, weights: np.ndarray, seed: int):
+        n = len(unit)
+        self.sample = np.arange(n) if n <= COST_SAMPLE else np.sort(
+            np.random.default_rng(seed).choice(n, COST_SAMPLE, replace=False))
+        self.points = unit[self.sample]
+        self.weights = weights[self.sample]
+        self.to_labeled = np.full(len(self.sample), np.inf)
+        if labeled.any():
+            self.to_labeled = _two_nearest(self.points, unit[labeled])[1]
+        self.unit = unit
+
+    def loss_of_each(self, picks: np.ndarray, newcomer: int) -> np.ndarray:
+        """(len(picks),) increase of the cost if ``newcomer`` replaced each pick."""
+        nearest, first, second = _two_nearest(self.points, self.unit[picks])
+        to_new = np.sqrt(np.maximum(2 - 2 * self.points @ self.unit[newcomer], 0))
+        # Losing pick p sends the samples it served to their next-nearest pick, a labeled sample or the newcomer,
+        # whichever is nearest; a sample a labeled one serves better loses nothing.
+        before = np.minimum(np.minimum(first, self.to_labeled), to_new)
+        after = np.minimum(np.minimum(second, self.to_labeled), to_new)
+        return np.bincount(nearest, weights=self.weights * (after - before), minlength=len(picks))
+
+
+# -- shared machinery ----------------------------------------------------------------------------------------------
+class _Picker:
+    """The picks so far, and which rows may still be picked: not labeled, not excluded, not picked, and (with a
+    threshold) not a near-duplicate of anything labeled or picked."""
+
+    def __init__(self, unit: np.ndarray, labeled: np.ndarray, excluded: np.ndarray, near_dup_threshold: float | None):
+        self.unit = unit
+        self.labeled = labeled
+        self.available = ~labeled & ~excluded
+        self.threshold = near_dup_threshold
+        self.picks: list[int] = []
+        self.skipped = 0
+        self._labeled_unit = unit[labeled] if near_dup_threshold is not None else unit[:0]
+
+    def take(self, ranked: np.ndarray) -> int | None:
+        """Pick the first acceptable row of ``ranked``; None if there is none."""
+        row = self.first_acceptable(ranked)
+        if row is not None:
+            self.available[row] = False
+            self.picks.append(row)
+        return row
+
+    def replace(self, slot: int, row: int) -> None:
+        """Put ``row`` in the place of pick number ``slot``, which becomes selectable again."""
+        self.available[self.picks[slot]] = True
+        self.available[row] = False
+        self.picks[slot] = row
+
+    def first_acceptable(self, ranked: np.ndarray) -> int | None:
+        """The first acceptable row of ``ranked``; near-duplicates met on the way are never offered again.
+
+        Checked lazily, a few candidates at a time from the head of the ranking: a full pool-to-labeled search would
+        cost O(n x labeled) while the first candidate is usually the one."""
+        ranked = ranked[self.available[ranked]]
+        start, chunk = 0, 8
+        while start < len(ranked):
+            candidates = ranked[start:start + chunk]
+            dup = self._near_duplicate(candidates)
+            if not dup.all():
+                first = int(np.argmax(~dup))
+                self._drop(candidates[:first])
+                return int(candidates[first])
+            self._drop(candidates)
+            start, chunk = start + chunk, chunk * 2
+        return None
+
+    def _near_duplicate(self, candidates: np.ndarray) -> np.ndarray:
+        dup = np.zeros(len(candidates), dtype=bool)
+        if self.threshold is None:
+            return dup
+        vecs = self.unit[candidates]
+        for reference in (self._labeled_unit, self.unit[self.picks]):
+            if len(reference):
+                dup |= (vecs @ reference.T).max(axis=1) > self.threshold
+        return dup
+
+    def _drop(self, candidates: np.ndarray) -> None:
+        self.available[candidates] = False
+        self.skipped += len(candidates)
+
+
+def _budget_partition(unit: np.ndarray, k: int, n_labeled: int, seed: int) -> np.ndarray:
+    """TypiClust's k-means: a cluster per pick plus one per labeled sample, so regions already labeled are known."""
+    return kmeans_labels(unit, min(k + n_labeled, k + MAX_EXTRA_CLUSTERS, len(unit)), seed=seed)
+
+
+def _spend_by_cluster(picker: _Picker, budget: np.ndarray, k: int, *, weights: np.ndarray, rank, seed: int) -> None:
+    """Fill ``picker`` up to ``k`` picks, TypiClust's way: always the cluster with the fewest labeled or picked
+    samples, among those the heaviest (sum of ``weights``), and its first acceptable member by ``rank``.
+    Clusters with none left drop out."""
+    n_budget = int(budget.max()) + 1
+    reached = picker.labeled.copy()
+    reached[picker.picks] = True
+    covered = np.bincount(budget[reached], minlength=n_budget).astype(float)
+    mass = np.bincount(budget, weights=weights, minlength=n_budget)
+    members = group_rows(budget, n_budget)
+    ranked: dict[int, np.ndarray] = {}
+    while len(picker.picks) < k:
+        open_ = np.flatnonzero(np.isfinite(covered))
+        if len(open_) == 0:
+            return  # everything left is a near-duplicate
+        c = int(open_[np.lexsort((-mass[open_], covered[open_]))[0]])
+        if c not in ranked:  # ranked once, among the cluster's selectable members
+            ranked[c] = rank(picker.unit, members[c][picker.available[members[c]]], seed)
+        if picker.take(ranked[c]) is None:
+            covered[c] = np.inf
+        else:
+            covered[c] += 1
+
+
+def _most_typical_first(unit: np.ndarray, rows: np.ndarray, seed: int) -> np.ndarray:
+    """``rows`` by typicality among themselves, highest first; as TypiClust, a small group uses half its size as k."""
+    k = min(TYPICALITY_NEIGHBORS, max(1, len(rows) // 2))
+    return rows[np.argsort(mean_knn_sq_dist(unit[rows], k, seed=seed), kind="stable")]
+
+
+def _most_representative_first(unit: np.ndarray, rows: np.ndarray, seed: int) -> np.ndarray:
+    """``rows`` ranked to stand in for the whole group: TypiClust's typicality up to 40 rows, the medoid above.
+
+    TypiClust's k = min(20, size / 2) neighbours span half of a small cluster, so there typicality already means
+    "central"; in a larger one k stops at 20 and finds the densest spot, which can sit off-centre (digits, K=10:
+    medoids +.02 to +.04 accuracy). The medoid is the row with the smallest mean distance to the others (at most
+    ``CENTRALITY_REFERENCE`` of them, sampled).
+    """
+    if len(rows) <= 2 * TYPICALITY_NEIGHBORS:
+        return _most_typical_first(unit, rows, seed)
+    reference = rows
+    if len(rows) > CENTRALITY_REFERENCE:
+        reference = np.random.default_rng(seed).choice(rows, CENTRALITY_REFERENCE, replace=False)
+    mean_dist = np.concatenate([np.sqrt(np.maximum(2 - 2 * unit[block] @ unit[reference].T, 0)).mean(axis=1)
+                                for block in _blocks(rows)])
+    return rows[np.argsort(mean_dist, kind="stable")]
+
+
+def _two_nearest(points: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per point: which reference row is nearest, the distance to it, and to the second nearest (inf if none)."""
+    nearest, first, second = [], [], []
+    for block in _blocks(np.arange(len(points))):
+        dist = np.sqrt(np.maximum(2 - 2 * points[block] @ reference.T, 0))
+        order = np.argsort(dist, axis=1)[:, :2] if len(reference) <= 2 else _two_smallest(dist)
+        nearest.append(order[:, 0])
+        first.append(np.take_along_axis(dist, order[:, :1], axis=1)[:, 0])
+        second.append(np.take_along_axis(dist, order[:, 1:2], axis=1)[:, 0] if order.shape[1] > 1
+                      else np.full(len(block), np.inf))
+    return np.concatenate(nearest), np.concatenate(first), np.concatenate(second)
+
+
+def _two_smallest(dist: np.ndarray) -> np.ndarray:
+    """Column indices of the two smallest values per row, smallest first (linear time per row)."""
+    two = np.argpartition(dist, 1, axis=1)[:, :2]
+    swap = np.take_along_axis(dist, two[:, :1], axis=1) > np.take_along_axis(dist, two[:, 1:], axis=1)
+    return np.where(swap, two[:, ::-1], two)
+
+
+def _blocks(rows: np.ndarray, size: int = 4096) -> list[np.ndarray]:
+    """Row blocks, so that a distance matrix never holds more than ``size`` x reference entries."""
+    return [rows[i:i + size] for i in range(0, len(rows), size)]
+
+
+def _result(picker: _Picker, reasons: list[str], clusters: ClusterResult) -> SelectionResult:
+    picks = np.asarray(picker.picks, dtype=np.int64)
+    pick_clusters = clusters.labels[picks]
+    touched = clusters.labels[np.concatenate([np.flatnonzero(picker.labeled), picks])]
+    reached = np.zeros(clusters.n_clusters, dtype=bool)
+    reached[touched[touched >= 0]] = True
+    sparse = clusters.kinds == "sparse"
+    in_sparse = np.zeros(len(picks), dtype=bool)
+    in_sparse[pick_clusters >= 0] = sparse[pick_clusters[pick_clusters >= 0]]
+    return SelectionResult(indices=picks, reasons=np.asarray(reasons, dtype=str), clusters=pick_clusters,
+                           natural=clusters, clusters_reached=int(reached.sum()),
+                           sparse_reached=int((reached & sparse).sum()),
+                           edge_cases=int(((pick_clusters == NOISE) | in_sparse).sum()),
+                           near_duplicates_skipped=picker.skipped)
+
+
+# -- validation ----------------------------------------------------------------------------------------------------
+def _check_k(k, n_available: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InvalidInputError(f"k, the number of samples to select, must be a positive integer, got {k!r}.")
+    if k > n_available:
+        raise InvalidInputError(f"k={k} is more than the {n_available} samples that can be selected (not labeled, "
+                                f"not excluded); ask for at most {n_available}.")
+
+
+def _index_mask(idx, n: int, name: str) -> np.ndarray:
+    """(n,) bool mask of the rows in ``idx`` (None: none), which must be integer row numbers in [0, n)."""
+    mask = np.zeros(n, dtype=bool)
+    if idx is None:
+        return mask
+    arr = np.asarray(idx)
+    if arr.size == 0:
+        return mask
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise InvalidInputError(f"{name} must be a 1-D sequence of integer row numbers, got dtype {arr.dtype} and "
+                                f"shape {arr.shape}.")
+    if arr.min() < 0 or arr.max() >= n:
+        raise InvalidInputError(f"{name} holds row numbers outside [0, {n}) (min {arr.min()}, max {arr.max()}); "
+                                "indices refer to rows of the vectors passed.")
+    mask[arr] = True
+    return mask
