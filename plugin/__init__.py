@@ -4,11 +4,13 @@ FiftyOne loads this file under its own module name, so siblings are imported rel
 core only through ``curate_loop``.
 """
 
+from .curation import FindNearDuplicates, ScoreEdgeCases, SelectBatch
 from .embeddings import BuildIndexAndMap, ComputeEmbeddings
 from .searches import ApplySearch, SaveSearch
 from .summary import DatasetSummary
 
-OPERATORS = (DatasetSummary, ComputeEmbeddings, BuildIndexAndMap, SaveSearch, ApplySearch)
+OPERATORS = (DatasetSummary, ComputeEmbeddings, BuildIndexAndMap, SaveSearch, ApplySearch, SelectBatch,
+             ScoreEdgeCases, FindNearDuplicates)
 
 
 def register(p):

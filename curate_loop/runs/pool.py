@@ -1,0 +1,119 @@
+"""Which samples of a view are labeled, queued in a batch, or excluded: the state curation starts from.
+
+Read with bulk ``values`` calls and aligned to the rows of an embeddings run, so the array-level algorithms
+get plain boolean masks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from curate_loop.errors import InvalidInputError
+
+BATCH_FIELD = "curate_batch"  # the batch a sample was picked into (None: not queued)
+REASON_FIELD = "curate_reason"  # why it was picked
+DUP_KEEP_FIELD = "dup_keep"  # False on near-duplicates that are not their group's representative
+DEFAULT_LABEL_FIELD = "ground_truth"
+
+
+@dataclass
+class PoolState:
+    """Masks over the rows of an embeddings run (``ids``)."""
+
+    ids: np.ndarray
+    labeled: np.ndarray  # has labels in the label field
+    queued: np.ndarray  # already picked into a batch (other than the one being redone)
+    excluded: np.ndarray  # near-duplicates marked not to keep
+    label_field: str | None
+
+    @property
+    def covered(self) -> np.ndarray:
+        """Labeled or queued: what the next batch need not cover again."""
+        return self.labeled | self.queued
+
+    @property
+    def available(self) -> np.ndarray:
+        return ~self.covered & ~self.excluded
+
+
+def resolve_label_field(samples, label_field: str | None) -> str | None:
+    """``label_field`` checked against the schema; default ``ground_truth`` when the dataset has it."""
+    schema = samples.get_field_schema()
+    if label_field is None:
+        return DEFAULT_LABEL_FIELD if DEFAULT_LABEL_FIELD in schema else None
+    if label_field not in schema:
+        raise InvalidInputError(f"No field {label_field!r} on {samples._dataset.name!r}; label fields: "
+                                f"{sorted(label_fields(samples))}")
+    return label_field
+
+
+def label_fields(samples) -> list[str]:
+    import fiftyone.core.labels as fol
+
+    return sorted(samples.get_field_schema(embedded_doc_type=(fol.Detections, fol.Classification)))
+
+
+def pool_state(samples, ids: np.ndarray, label_field: str | None, *, redo_batch: str | None = None) -> PoolState:
+    """Masks for ``ids`` (sample ids of an image-level run, in any order)."""
+    fields = ["id"] + ([label_field] if label_field else []) + [f for f in (BATCH_FIELD, DUP_KEEP_FIELD)
+                                                                 if samples.has_field(f)]
+    values = dict(zip(fields, samples.values(fields)))
+    position = {sample_id: i for i, sample_id in enumerate(values["id"])}
+    rows = np.fromiter((position[i] for i in ids.tolist()), dtype=np.int64, count=len(ids))
+
+    def mask(field, test):
+        if field not in values:
+            return np.zeros(len(ids), dtype=bool)
+        return np.asarray([test(v) for v in values[field]], dtype=bool)[rows]
+
+    return PoolState(
+        ids=ids,
+        labeled=mask(label_field, lambda v: v is not None) if label_field else np.zeros(len(ids), dtype=bool),
+        queued=mask(BATCH_FIELD, lambda v: v is not None and v != redo_batch),
+        excluded=mask(DUP_KEEP_FIELD, lambda v: v is False),
+        label_field=label_field,
+    )
+
+
+def class_of_each(samples, ids: np.ndarray, class_field: str) -> np.ndarray:
+    """One class per sample (a Classification's label, or the most frequent class of its Detections), None if
+    it has none; for class coverage in the report."""
+    import fiftyone.core.labels as fol
+
+    doc_type = getattr(samples.get_field(class_field), "document_type", None)
+    if doc_type is None or not issubclass(doc_type, (fol.Detections, fol.Classification)):
+        raise InvalidInputError(f"{class_field!r} is not a Detections or Classification field; choose one of "
+                                f"{label_fields(samples)}.")
+    path = f"{class_field}.detections.label" if issubclass(doc_type, fol.Detections) else f"{class_field}.label"
+    sample_ids, labels = samples.values(["id", path])
+    by_id = {}
+    for sample_id, label in zip(sample_ids, labels):
+        if isinstance(label, list):
+            label = max(set(label), key=label.count) if label else None
+        by_id[sample_id] = label
+    return np.asarray([by_id.get(i) for i in ids.tolist()], dtype=object)
+
+
+def class_count_matrix(samples, label_field: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``(sample ids, counts (n, n_classes), classes)``: objects of each class per sample of ``label_field``."""
+    import fiftyone.core.labels as fol
+
+    doc_type = getattr(samples.get_field(label_field), "document_type", None)
+    if doc_type is None or not issubclass(doc_type, (fol.Detections, fol.Classification)):
+        raise InvalidInputError(f"{label_field!r} is not a Detections or Classification field; choose one of "
+                                f"{label_fields(samples)}.")
+    path = f"{label_field}.detections.label" if issubclass(doc_type, fol.Detections) else f"{label_field}.label"
+    sample_ids, labels = samples.values(["id", path])
+    per_sample = [lab if isinstance(lab, list) else ([] if lab is None else [lab]) for lab in labels]
+    classes = sorted({c for labs in per_sample for c in labs if c is not None})
+    if not classes:
+        raise InvalidInputError(f"No labels in {label_field!r} of this view: a class-balanced subset needs labeled "
+                                "samples.")
+    column = {c: j for j, c in enumerate(classes)}
+    flat = np.fromiter((column[c] for labs in per_sample for c in labs if c is not None), dtype=np.int64)
+    owner = np.repeat(np.arange(len(per_sample)), [sum(c is not None for c in labs) for labs in per_sample])
+    counts = np.zeros((len(per_sample), len(classes)), dtype=np.int64)
+    np.add.at(counts, (owner, flat), 1)
+    return np.asarray(sample_ids, dtype=str), counts, classes
