@@ -152,13 +152,14 @@ def _pick(strategy, vectors, k, clusters, state, near_dup_threshold, seed):
 
 
 def _saturation(vectors, clusters, covered, picks, seed) -> dict:
-    """How much of the edge region the labeled set covered before this batch, after it, and the gain."""
-    from curate_loop.curation.edges import edge_saturation, edge_scores
+    """How much of the edge region the labeled set covered before this batch, after it, and the gain. The edge
+    region: outliers and sparse-cluster members, and the top 10% of edge scores."""
+    from curate_loop.curation.edges import edge_neighborhoods
 
-    scores = edge_scores(vectors, seed=seed)
+    neighborhoods = edge_neighborhoods(vectors, seed=seed)
     edge_mask = (clusters.labels < 0) | (clusters.kinds[np.maximum(clusters.labels, 0)] == "sparse")
-    edge_mask |= scores >= np.quantile(scores, 0.9)
-    return edge_saturation(vectors, edge_mask, np.flatnonzero(covered), picks).to_dict()
+    edge_mask |= neighborhoods.edge_region()
+    return neighborhoods.saturation(edge_mask, np.flatnonzero(covered), picks).to_dict()
 
 
 def _check_batch_name(dataset, name: str, overwrite: bool) -> None:
