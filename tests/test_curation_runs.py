@@ -104,7 +104,7 @@ def test_planted_outliers_rank_high_in_edge_score(curated):
     assert top.edge_score == scores.max() and top.curate_cluster_kind in ("sparse", "noise", "regular", "dense")
 
 
-def test_batch_reaches_every_cluster_and_records_itself(curated):
+def test_batch_reaches_every_cluster_and_records_itself(curated, artifacts_dir):
     k = 12
     find_duplicates(curated, "thumbs", threshold=DUP_THRESHOLD)  # batches skip the redundant copies
     summary = select_batch(curated, "batch_01", k, "desc")
@@ -125,6 +125,7 @@ def test_batch_reaches_every_cluster_and_records_itself(curated):
     assert info.config.strategy == "cluster_balanced" and info.config.k == k
 
     html = open(summary.report_path, encoding="utf-8").read()
+    (artifacts_dir / "curation-report-example.html").write_text(html, encoding="utf-8")  # to look at
     parser = HTMLParser()
     parser.feed(html)
     assert "random" in html.lower() and "cluster" in html.lower() and "<svg" in html
