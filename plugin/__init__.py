@@ -6,11 +6,12 @@ core only through ``curate_loop``.
 
 from .curation import FindNearDuplicates, ScoreEdgeCases, SelectBatch
 from .embeddings import BuildIndexAndMap, ComputeEmbeddings
+from .mislabels import FindMislabels, ReviewMislabels
 from .searches import ApplySearch, SaveSearch
 from .summary import DatasetSummary
 
 OPERATORS = (DatasetSummary, ComputeEmbeddings, BuildIndexAndMap, SaveSearch, ApplySearch, SelectBatch,
-             ScoreEdgeCases, FindNearDuplicates)
+             ScoreEdgeCases, FindNearDuplicates, FindMislabels, ReviewMislabels)
 
 
 def register(p):
