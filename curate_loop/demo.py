@@ -61,6 +61,8 @@ def demo(keep_running: bool | None, labelstudio_data_dir: Path | None, app_port:
         click.echo(f"    edge cases planted: {dataset.match({'example_kind': 'outlier'}).count()} outliers, "
                    f"{len(set(dataset.exists('near_dup_group').values('near_dup_group')))} near-duplicate groups")
 
+        _run_curation_steps(dataset)
+
         _step("Starting a local Label Studio server (first start runs migrations, ~30 s)")
         server = start_label_studio(data_dir=labelstudio_data_dir or curate_loop_home() / "labelstudio",
                                     document_root=media_dir)
@@ -77,12 +79,48 @@ def demo(keep_running: bool | None, labelstudio_data_dir: Path | None, app_port:
         click.echo("                 press ` (backtick) and type 'curate-loop' to run our operators")
         click.echo(f"  Label Studio:  {server.url}   login {server.credentials.username} / {server.credentials.password}")
         click.echo(f"  Python:        fo.load_dataset({DEMO_DATASET!r})")
-        click.echo("Not in the demo yet: embeddings, curation, mislabel review and the Label Studio push/pull loop.")
+        click.echo("  In the App:    saved views batch_01 (the next batch), edge_cases, near_duplicates, mislabel_suspects")
+        click.echo("Not in the demo yet: the Label Studio push/pull loop.")
         if keep_running:
             click.echo("Press Ctrl-C to stop the App and Label Studio.")
             wait_until_interrupted(server.is_running)
         session.close()
     click.echo("Demo finished; the dataset stays in FiftyOne for next time.")
+
+
+def _run_curation_steps(dataset) -> None:
+    """Embeddings, near-duplicates, edge cases, the next batch and a mislabel scan, as a user would run them.
+
+    Offline the model has random weights (``pretrained: null`` in manifest.yml): every step runs for real, but
+    the picks only mean something with pretrained weights (the quality figures are in ``make bench``).
+    """
+    from curate_loop.runs.curation import select_batch
+    from curate_loop.runs.duplicates import find_duplicates
+    from curate_loop.runs.edges import score_edge_cases
+    from curate_loop.runs.embeddings import compute_embeddings
+    from curate_loop.runs.maps import compute_map
+    from curate_loop.runs.mislabels import find_mislabels
+    from curate_loop.runs.similarity import build_similarity
+
+    _step("Embedding the images (open_clip ViT-B-32; random weights offline) with the similarity index and map")
+    summary = compute_embeddings(dataset, "clip", ["ViT-B-32"])
+    build_similarity(dataset, "clip")
+    compute_map(dataset, "clip")
+    click.echo(f"    {summary.total_vectors} vectors ({summary.computed} computed now, {summary.skipped} reused)")
+    _step("Grouping near-duplicates and scoring edge cases")
+    dups = find_duplicates(dataset, "clip")
+    edges = score_edge_cases(dataset, "clip")
+    click.echo(f"    {dups.groups} near-duplicate groups; {edges.sparse_clusters} sparse clusters, {edges.noise} outliers")
+    _step("Picking the next labeling batch (cluster-balanced, 50 samples) and writing its report")
+    batch = select_batch(dataset, "batch_01", 50, "clip", overwrite=True)
+    coverage = batch.coverage.get("cluster_coverage", {})
+    click.echo(f"    clusters reached {batch.clusters_reached}/{batch.clusters} (random batches: "
+               f"{coverage.get('random_mean', float('nan')):.0%} of clusters); report: {batch.report_path}")
+    _step("Embedding the labeled boxes and scanning them for mislabels")
+    labeled = dataset.match_tags("labeled")
+    compute_embeddings(labeled, "boxes", ["ViT-B-32"], patches_field="ground_truth")
+    scan = find_mislabels(labeled, "ground_truth", "boxes")
+    click.echo(f"    {scan.scored} boxes scored, {scan.suspects} suspects to review")
 
 
 if __name__ == "__main__":

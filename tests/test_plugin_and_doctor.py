@@ -131,6 +131,10 @@ def test_demo_runs_headless_and_says_what_it_did(labelstudio, migrated_labelstud
     out = proc.stdout
     assert "600 samples (150 labeled, 450 in the unlabeled pool)" in out
     assert "edge cases planted: 8 outliers, 6 near-duplicate groups" in out
+    assert "600 vectors (600 computed now, 0 reused)" in out
+    assert "clusters reached" in out and "report: " in out and "boxes scored" in out
+    report = out.split("report: ")[1].split()[0]
+    assert os.path.isfile(report)
     assert "FiftyOne App:  http://127.0.0.1:" in out
     assert f"login {labelstudio.credentials.username}" in out
     assert (tmp_path / "plugins" / "curate-loop" / "fiftyone.yml").is_file()
