@@ -11,6 +11,12 @@
 
 A row's score is 1 - P(true class = given class); its suggestion is the most likely other class. Rows without a
 label (None, NaN, or outside ``classes``) are not scored, but get a suggestion from their labeled neighbours.
+
+Cost: the kNN graph (exact up to 20k rows, IVF above) plus a few dense (n, C) arrays, about 40 bytes per row and
+class at the peak: 100k rows x 50 classes took 27 s and 0.8 GB on two shared cores. Limits (measured on digits with
+class sizes from 170 down to 8): a class much smaller than k has mixed neighbourhoods, so its clean rows score
+higher than others' (mean 0.12-0.4 against 0.01-0.04), and at 40% symmetric noise the AP there (0.98) fell
+behind cleanlab's normalized margin (0.99).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ DEFAULT_LABEL_SMOOTHING = 0.3  # uniform mass mixed into the noise matrix for th
 DEFAULT_NEIGHBOR_SMOOTHING = 0.1  # uniform mass mixed into the neighbourhood profiles
 DEFAULT_N_ITER = 5  # EM rounds; the estimates stop moving after about 3 on digits
 PSEUDO_COUNT = 1.0  # correct rows added per class to the joint: no class has zero prior
-MIN_REPORTED_COUNT = 1.0  # class pairs in ``noise_rates`` hold at least one estimated row
+MIN_REPORTED_COUNT = 0.5  # class pairs in ``noise_rates`` hold an estimated count that rounds to >= 1 row
 
 
 @dataclass(frozen=True, eq=False)
@@ -216,8 +222,12 @@ def _unlabeled_posterior(queries, index, fit: PosteriorFit, k, temperature, sett
 
 
 def _noise_rates(joint: np.ndarray, classes: np.ndarray, n_scored: int) -> tuple[dict, ...]:
-    """Off-diagonal pairs (given, true) with at least ``MIN_REPORTED_COUNT`` estimated rows, most rows first."""
-    counts = joint * n_scored
+    """Off-diagonal pairs (given, true) with at least ``MIN_REPORTED_COUNT`` estimated rows, most rows first.
+
+    The joint holds ``PSEUDO_COUNT`` extra rows per class on its diagonal: counted back, off-diagonal counts are
+    the sums of the rows' posteriors.
+    """
+    counts = joint * (n_scored + PSEUDO_COUNT * len(classes))
     off = ~np.eye(len(classes), dtype=bool) & (counts >= MIN_REPORTED_COUNT)
     given, true = np.nonzero(off)
     order = np.argsort(-counts[given, true], kind="stable")
