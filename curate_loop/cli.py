@@ -535,6 +535,77 @@ def mislabels_reannotate(dataset_name, label_ids, label_field, batch):
     click.echo(f"Batch {batch!r} now holds {count} sample(s) for re-annotation.")
 
 
+# -- Label Studio sync: push a batch, pull annotations back, batch status ------------------------------------------
+_ls_url_option = click.option("--url", envvar="LABEL_STUDIO_URL", help="Label Studio URL (default: $LABEL_STUDIO_URL).")
+# The key comes from the environment only, so it never lands in shell history or process lists.
+
+
+@cli.command("push")
+@click.argument("dataset_name")
+@click.argument("batch")
+@click.option("--label-field", required=True, help="Detections or Classification field sent as pre-annotations.")
+@_ls_url_option
+@click.option("--document-root", type=click.Path(exists=True, file_okay=False),
+              help="The server's local-files root (default: $LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT).")
+@click.option("--chunk-size", type=click.IntRange(1), default=1000, show_default=True, help="Tasks per import request.")
+def ls_push(dataset_name, batch, label_field, url, document_root, chunk_size):
+    """Push BATCH of DATASET_NAME to Label Studio (safe to re-run: no task is ever created twice)."""
+    from curate_loop.runs.datasets import open_dataset
+    from curate_loop.runs.labelstudio import push_batch
+
+    dataset = open_dataset(dataset_name)
+    with _ProgressBar("pushing") as bar:
+        summary = push_batch(dataset, batch, label_field, url=url, document_root=document_root,
+                             chunk_size=chunk_size, progress=bar)
+    click.echo(f"Batch {batch!r}: {summary.tasks} tasks in project {summary.project_id} ({summary.project_title!r}) "
+               f"at {summary.url}: {summary.created} new, {summary.already_there} already there"
+               + (f", {summary.duplicates_deleted} duplicates removed" if summary.duplicates_deleted else "") + ".")
+    click.echo(f"  open: {summary.url}/projects/{summary.project_id}/data?tab={summary.view_id}")
+
+
+@cli.command("pull")
+@click.argument("dataset_name")
+@click.argument("batch")
+@click.option("--policy", type=click.Choice(["latest", "majority", "agreement"]), default="latest", show_default=True,
+              help="How to reconcile several annotators of a task.")
+@_ls_url_option
+def ls_pull(dataset_name, batch, policy, url):
+    """Apply the finished annotations of BATCH back to DATASET_NAME (everything is read before anything is written)."""
+    from curate_loop.runs.datasets import open_dataset
+    from curate_loop.runs.labelstudio import pull_batch
+
+    dataset = open_dataset(dataset_name)
+    with _ProgressBar("pulling") as bar:
+        summary = pull_batch(dataset, batch, policy=policy, url=url, progress=bar)
+    click.echo(f"Batch {batch!r}: {summary.applied} annotated tasks applied ({policy}), {summary.changed_samples} "
+               f"samples changed: {summary.labels_updated} labels updated, {summary.labels_added} added, "
+               f"{summary.labels_removed} removed; {summary.cancelled} cancelled annotations skipped.")
+    for conflict in summary.conflicts[:10]:
+        click.echo(f"  conflict: task {conflict['task']} (sample {conflict['sample']}): {conflict['reason']}")
+    if summary.conflicts:
+        click.echo(f"  {len(summary.conflicts)} conflicting tasks were left unapplied; resolve them in Label Studio "
+                   "or pull with --policy latest/majority.")
+
+
+@labelstudio.command("status")
+@click.argument("dataset_name")
+@_ls_url_option
+def ls_status(dataset_name, url):
+    """State of each pushed batch of DATASET_NAME: pushed, in_progress, annotated or pulled."""
+    from curate_loop.runs.datasets import open_dataset
+    from curate_loop.runs.labelstudio import batch_status, list_pushed_batches
+
+    dataset = open_dataset(dataset_name)
+    batches = list_pushed_batches(dataset)
+    if not batches:
+        click.echo(f"No batch of {dataset_name!r} was pushed to Label Studio yet.")
+    for batch in batches:
+        s = batch_status(dataset, batch, url=url)
+        counts = (f"{s['finished']}/{s['tasks']} finished, {s['cancelled']} cancelled" if s.get("server") == "ok"
+                  else f"{s['tasks']} tasks (server unreachable: last recorded state)")
+        click.echo(f"{batch:<20} {s['state']:<12} {counts}  project {s['project_id']} field {s['label_field']}")
+
+
 def main() -> None:
     cli(prog_name="curate-loop")
 

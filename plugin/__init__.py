@@ -6,12 +6,14 @@ core only through ``curate_loop``.
 
 from .curation import FindNearDuplicates, ScoreEdgeCases, SelectBatch
 from .embeddings import BuildIndexAndMap, ComputeEmbeddings
+from .labelstudio import PullFromLabelStudio, PushToLabelStudio
 from .mislabels import FindMislabels, ReviewMislabels
 from .searches import ApplySearch, SaveSearch
 from .summary import DatasetSummary
 
 OPERATORS = (DatasetSummary, ComputeEmbeddings, BuildIndexAndMap, SaveSearch, ApplySearch, SelectBatch,
              ScoreEdgeCases, FindNearDuplicates, FindMislabels, ReviewMislabels)
+OPERATORS += (PushToLabelStudio, PullFromLabelStudio)
 
 
 def register(p):

@@ -1,0 +1,155 @@
+"""One connection to a Label Studio server: the SDK client for writes, paged JSON reads, errors translated once.
+
+Writes go through label-studio-sdk with ``max_retries=0``: the SDK would otherwise re-send a POST after a timeout
+or a 5xx, and an import that reached the server would then create its tasks twice. Callers make writes safe to
+repeat themselves (see :mod:`.tasks`). Reads are idempotent, so :meth:`Connection.get_json` retries them.
+
+The API key lives in the SDK client's headers only: never in ``repr``, messages or logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+
+from .errors import LabelStudioAPIError, LabelStudioAuthError, LabelStudioUnreachable
+
+logger = logging.getLogger(__name__)
+
+URL_ENV, KEY_ENV = "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY"
+DEFAULT_TIMEOUT_S = 120.0  # an import of a few thousand tasks takes seconds on 2 cores; keep it finite
+READ_RETRIES = 2  # idempotent GETs only
+READ_RETRY_DELAY_S = 1.0
+PAGE_SIZE = 1000
+SETUP_HINT = (f"Set {URL_ENV} and {KEY_ENV} (or the plugin secrets of the same names); `curate-loop labelstudio "
+              "serve` starts a local server and prints both.")
+
+
+def connect(url: str | None = None, api_key: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_S) -> "Connection":
+    """A connection from explicit values, else ``$LABEL_STUDIO_URL`` / ``$LABEL_STUDIO_API_KEY``."""
+    url = url or os.environ.get(URL_ENV)
+    api_key = api_key or os.environ.get(KEY_ENV)
+    if not url or not api_key:
+        missing = [name for name, value in ((URL_ENV, url), (KEY_ENV, api_key)) if not value]
+        raise LabelStudioAuthError(f"No Label Studio {' and '.join(missing)} given. {SETUP_HINT}")
+    return Connection(url, api_key, timeout=timeout)
+
+
+class Connection:
+    """The SDK client (no automatic retries) plus paged reads; every error becomes one of ours."""
+
+    def __init__(self, url: str, api_key: str, *, timeout: float = DEFAULT_TIMEOUT_S):
+        from label_studio_sdk import LabelStudio
+
+        self.url = url.rstrip("/")
+        self._secret = api_key
+        self.sdk = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout, max_retries=0)
+        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"Connection({self.url!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # -- error translation ---------------------------------------------------------------------------------------
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+    def translate(self, exc: Exception, what: str) -> Exception:
+        """Our error for an SDK or httpx error raised while doing ``what``."""
+        from label_studio_sdk.core.api_error import ApiError
+
+        if isinstance(exc, httpx.TransportError):
+            return LabelStudioUnreachable(f"Label Studio at {self.url} did not answer while {what} "
+                                          f"({type(exc).__name__}).")
+        if isinstance(exc, ApiError):
+            code = exc.status_code
+            if code in (401, 403):
+                return LabelStudioAuthError(f"Label Studio at {self.url} rejected the API key (HTTP {code}) while "
+                                            f"{what}. {SETUP_HINT}")
+            body = exc.body if isinstance(exc.body, str) else json.dumps(exc.body, default=str)
+            return LabelStudioAPIError(f"Label Studio at {self.url} answered HTTP {code} while {what}: "
+                                       f"{self._scrub(body)[:400]}", status_code=code)
+        return exc
+
+    def call(self, what: str, fn: Callable[..., Any], *args, **kwargs) -> Any:
+        """``fn(*args, **kwargs)`` (an SDK call) with its errors translated."""
+        from label_studio_sdk.core.api_error import ApiError
+
+        try:
+            return fn(*args, **kwargs)
+        except (httpx.TransportError, ApiError) as exc:
+            raise self.translate(exc, what) from exc
+
+    # -- reads ---------------------------------------------------------------------------------------------------
+    def _headers(self) -> dict[str, str]:
+        # The SDK's own auth headers: legacy token, or a PAT exchanged (and refreshed) for an access token.
+        return self.sdk._client_wrapper.get_headers()
+
+    def get_json(self, path: str, params: dict | None = None, *, what: str) -> Any:
+        """GET ``path`` as JSON; retried on connection errors and 5xx (reads are idempotent)."""
+        for attempt in range(READ_RETRIES + 1):
+            try:
+                response = self._http.get(path, params=params, headers=self._headers())
+            except httpx.TransportError as exc:
+                if attempt == READ_RETRIES:
+                    raise self.translate(exc, what) from exc
+            else:
+                if response.status_code < 500 or attempt == READ_RETRIES:
+                    break
+            time.sleep(READ_RETRY_DELAY_S * (attempt + 1))
+        if response.status_code in (401, 403):
+            raise LabelStudioAuthError(f"Label Studio at {self.url} rejected the API key (HTTP "
+                                       f"{response.status_code}) while {what}. {SETUP_HINT}")
+        if response.status_code >= 400:
+            raise LabelStudioAPIError(f"Label Studio at {self.url} answered HTTP {response.status_code} while {what}: "
+                                      f"{self._scrub(response.text)[:400]}", status_code=response.status_code)
+        return response.json()
+
+    def iter_task_pages(self, project_id: int, *, batch: str | None = None, fields: str | None = None,
+                        include: str | None = None, only_annotated: bool = False,
+                        page_size: int = PAGE_SIZE) -> Iterator[tuple[list[dict], int]]:
+        """Pages of a project's tasks (those of ``batch`` when given) as ``(tasks, total)``."""
+        params: dict[str, Any] = {"project": project_id, "page_size": page_size}
+        if fields:
+            params["fields"] = fields
+        if include:
+            params["include"] = include
+        items = []
+        if batch is not None:
+            items.append({"filter": f"filter:tasks:data.{BATCH_KEY}", "operator": "equal", "type": "String",
+                          "value": batch})
+        if only_annotated:
+            items.append({"filter": "filter:tasks:total_annotations", "operator": "greater", "type": "Number",
+                          "value": 0})
+        if items:
+            params["query"] = json.dumps({"filters": {"conjunction": "and", "items": items}})
+        seen, page = 0, 1
+        while True:
+            body = self.get_json("/api/tasks", {**params, "page": page},
+                                 what=f"reading tasks of project {project_id} (page {page})")
+            tasks = body.get("tasks", [])
+            total = int(body.get("total", 0))
+            seen += len(tasks)
+            if tasks:
+                yield tasks, total
+            if not tasks or seen >= total:
+                return
+            page += 1
+
+
+# Keys every task of ours carries in its data (the identity a re-run looks tasks up by).
+SAMPLE_KEY, BATCH_KEY, DATASET_KEY = "fo_sample_id", "fo_batch", "fo_dataset"

@@ -1,0 +1,254 @@
+"""Projects, media storage, views and tasks on the server: each step safe to repeat.
+
+Identity: a task is ``(data.fo_sample_id, data.fo_batch)`` inside the project of a dataset + label field (the
+project's description carries that key). :func:`import_missing` looks the batch's tasks up first and imports only
+the samples without one, in chunks, each POST sent once (the SDK's automatic retries are off). When a chunk's POST
+fails without an answer the server may or may not have created it, so the batch is listed again before going on;
+at the end any sample holding several tasks (a killed run, a duplicate from elsewhere) keeps one (the annotated
+one, else the oldest) and the rest are deleted. So a push can be killed anywhere and re-run: every sample ends
+with exactly one task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from .client import BATCH_KEY, SAMPLE_KEY, Connection
+from .errors import LabelStudioAPIError, LabelStudioUnreachable, MediaNotServedError
+from .labelconfig import config_classes, label_config, merged_classes
+
+logger = logging.getLogger(__name__)
+
+CHUNK_SIZE = 1000  # tasks per import POST: far under the server's 250k tasks / 200 MB, small enough to resume
+MAX_TITLE = 50  # Label Studio's limit on project titles
+LOCAL_FILES_PREFIX = "/data/local-files/?d="
+CLOUD_SCHEMES = ("s3://", "gs://", "azure-blob://", "http://", "https://")
+DOCUMENT_ROOT_ENV = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
+Progress = Callable[[float, str], None]
+
+
+def project_key(dataset_name: str, label_field: str) -> str:
+    """The marker in a project's description that says which dataset and field it labels."""
+    return f"curate-loop: dataset={dataset_name} field={label_field}"
+
+
+def project_title(dataset_name: str, label_field: str) -> str:
+    title = f"{dataset_name} · {label_field}"
+    if len(title) <= MAX_TITLE:
+        return title.ljust(3, "_")
+    digest = hashlib.sha1(title.encode()).hexdigest()[:6]
+    return f"{title[:MAX_TITLE - 8]}… {digest}"
+
+
+def find_project(conn: Connection, dataset_name: str, label_field: str, project_id: int | None = None):
+    """The project of this dataset + field: ``project_id`` when it still exists, else found by its key."""
+    key = project_key(dataset_name, label_field)
+    if project_id is not None:
+        try:
+            project = conn.call(f"reading project {project_id}", conn.sdk.projects.get, id=project_id)
+            if (project.description or "") == key:
+                return project
+        except LabelStudioAPIError as exc:
+            if exc.status_code != 404:
+                raise
+    pager = conn.call("listing projects", conn.sdk.projects.list, search=project_title(dataset_name, label_field)[:20],
+                      page_size=100)
+    for project in conn.call("listing projects", list, pager):
+        if (project.description or "") == key:
+            return conn.call(f"reading project {project.id}", conn.sdk.projects.get, id=project.id)
+    return None
+
+
+def ensure_project(conn: Connection, dataset_name: str, label_field: str, kind: str, classes: list[str],
+                   project_id: int | None = None):
+    """The project, created on first use; its config grows to offer every class in ``classes``."""
+    project = find_project(conn, dataset_name, label_field, project_id)
+    if project is None:
+        config = label_config(kind, classes)
+        try:
+            return conn.call("creating the project", conn.sdk.projects.create,
+                             title=project_title(dataset_name, label_field),
+                             description=project_key(dataset_name, label_field), label_config=config)
+        except LabelStudioUnreachable:
+            # The POST may have landed: look before anyone creates a second one.
+            project = find_project(conn, dataset_name, label_field)
+            if project is None:
+                raise
+    current = config_classes(project.label_config)
+    wanted = merged_classes(current, classes)
+    if wanted != current:
+        project = conn.call("adding classes to the label config", conn.sdk.projects.update, id=project.id,
+                            label_config=label_config(kind, wanted))
+    return project
+
+
+# -- media ---------------------------------------------------------------------------------------------------------
+def document_root(explicit: str | os.PathLike | None = None) -> Path | None:
+    root = explicit or os.environ.get(DOCUMENT_ROOT_ENV)
+    return Path(root).expanduser().resolve() if root else None
+
+
+def media_urls(filepaths: list[str], root: Path | None) -> tuple[list[str], list[str]]:
+    """``(URL per file, local folders to serve)``: cloud URLs pass through, local files become local-files URLs
+    under ``root``; anything else is an error that says what to set."""
+    urls, local = [], []
+    for path in filepaths:
+        if path.startswith(CLOUD_SCHEMES):
+            urls.append(path)
+            continue
+        resolved = Path(path).resolve()
+        if root is None or not resolved.is_relative_to(root):
+            hint = (f"set {DOCUMENT_ROOT_ENV} (or pass document_root) to a folder that holds the media and that the "
+                    "server serves (`curate-loop labelstudio serve --media-root DIR`)") if root is None else \
+                (f"it is not under the server's local-files root {root}; start the server with a media root that "
+                 "holds it, or store the media in the cloud (s3://, gs://, azure-blob://)")
+            raise MediaNotServedError(f"Label Studio cannot show {path}: {hint}. Uploading files is not supported.")
+        urls.append(LOCAL_FILES_PREFIX + quote(str(resolved.relative_to(root)), safe="/"))
+        local.append(str(resolved.parent))
+    folders = [os.path.commonpath(local)] if local else []
+    return urls, folders
+
+
+def ensure_local_storage(conn: Connection, project_id: int, folder: str, sample_url: str) -> None:
+    """A local-files storage on the project covering ``folder`` (Label Studio serves local files only from such
+    storages), and a check that the server really sees ``sample_url`` (same filesystem)."""
+    storages = conn.call("listing local storages", conn.sdk.import_storage.local.list, project=project_id)
+    if not any(folder == s.path or folder.startswith((s.path or "").rstrip("/") + "/") for s in storages):
+        conn.call(f"adding local-files storage {folder}", conn.sdk.import_storage.local.create, project=project_id,
+                  path=folder, title="curate-loop media", use_blob_urls=True)
+    response = conn._http.get(sample_url, headers=conn._headers())
+    if response.status_code != 200:
+        raise MediaNotServedError(
+            f"Label Studio at {conn.url} cannot read {sample_url} (HTTP {response.status_code}): the server does not "
+            f"see the same files. Start it with LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (or --media-root) set to the "
+            "same folder as the client's.")
+
+
+def ensure_view(conn: Connection, project_id: int, batch: str) -> int:
+    """The Data Manager tab of ``batch`` (its tasks, highest priority first); created once."""
+    views = conn.call("listing Data Manager tabs", conn.sdk.views.list, project=project_id)
+    for view in views:
+        if (view.data or {}).get("title") == batch:
+            return view.id
+    data = {"title": batch, "ordering": ["-tasks:predictions_score"],
+            "filters": {"conjunction": "and", "items": [
+                {"filter": f"filter:tasks:data.{BATCH_KEY}", "operator": "equal", "type": "String", "value": batch}]}}
+    return conn.call(f"creating the tab {batch!r}", conn.sdk.views.create, project=project_id, data=data).id
+
+
+# -- tasks ---------------------------------------------------------------------------------------------------------
+@dataclass
+class ImportReport:
+    task_ids: dict[str, int]  # sample id -> task id
+    created: int = 0
+    already_there: int = 0
+    duplicates_deleted: int = 0
+    ambiguous_chunks: int = 0  # POSTs that failed without an answer (re-listed before going on)
+
+
+def batch_tasks(conn: Connection, project_id: int, batch: str, include: str = "id,data,total_annotations",
+                progress: Progress | None = None) -> list[dict]:
+    """Every task of ``batch`` in the project (few fields: listing thousands with all fields is slow)."""
+    tasks = []
+    for page, total in conn.iter_task_pages(project_id, batch=batch, include=include):
+        tasks.extend(page)
+        if progress:
+            progress(len(tasks) / max(total, 1), f"read {len(tasks)}/{total} tasks")
+    return tasks
+
+
+def _index(tasks: list[dict]) -> dict[str, list[dict]]:
+    index: dict[str, list[dict]] = {}
+    for task in tasks:
+        index.setdefault(str(task["data"].get(SAMPLE_KEY)), []).append(task)
+    return index
+
+
+def import_missing(conn: Connection, project_id: int, batch: str, tasks: list[dict], *,
+                   chunk_size: int = CHUNK_SIZE, progress: Progress | None = None,
+                   max_rounds: int = 3) -> ImportReport:
+    """Import the ``tasks`` (each with ``data[SAMPLE_KEY]`` and ``data[BATCH_KEY] == batch``) that the project does
+    not hold yet, then make sure each sample has exactly one task of this batch."""
+    step = progress or (lambda fraction, label: None)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    existing = _index(batch_tasks(conn, project_id, batch))
+    had_duplicates = any(len(v) > 1 for v in existing.values())
+    already = sum(1 for t in tasks if str(t["data"][SAMPLE_KEY]) in existing)
+    created, ambiguous = 0, 0
+    for _round in range(max_rounds):
+        missing = [t for t in tasks if str(t["data"][SAMPLE_KEY]) not in existing]
+        if not missing:
+            break
+        uncertain = False
+        for start in range(0, len(missing), chunk_size):
+            chunk = missing[start:start + chunk_size]
+            try:
+                response = conn.call(f"importing tasks {start + 1}-{start + len(chunk)} of {len(missing)}",
+                                     conn.sdk.projects.import_tasks, id=project_id, request=chunk,
+                                     return_task_ids=True)
+            except LabelStudioUnreachable:
+                ambiguous += 1
+                uncertain = True  # it may have landed: list again before importing anything else
+                logger.warning("An import POST got no answer; listing the batch again before going on")
+                break
+            ids = list(response.task_ids or [])
+            for task, task_id in zip(chunk, ids):
+                existing.setdefault(str(task["data"][SAMPLE_KEY]), []).append({"id": task_id, "data": task["data"],
+                                                                               "total_annotations": 0})
+            created += len(ids)
+            step((already + created) / max(len(tasks), 1), f"imported {already + created}/{len(tasks)} tasks")
+        if uncertain:
+            existing = _index(batch_tasks(conn, project_id, batch))
+            had_duplicates = True
+    else:
+        missing = [t for t in tasks if str(t["data"][SAMPLE_KEY]) not in existing]
+        if missing:
+            raise LabelStudioUnreachable(f"Label Studio at {conn.url} did not take {len(missing)} tasks of batch "
+                                         f"{batch!r} after {max_rounds} tries; re-run the push (it is safe to).")
+    deleted = 0
+    if had_duplicates:
+        existing = _index(batch_tasks(conn, project_id, batch))
+        extra = []
+        for copies in existing.values():
+            if len(copies) > 1:
+                keep = max(copies, key=lambda t: (t.get("total_annotations") or 0, -t["id"]))
+                extra += [t["id"] for t in copies if t["id"] != keep["id"]]
+        if extra:
+            delete_tasks(conn, project_id, extra)
+            deleted = len(extra)
+            existing = _index(batch_tasks(conn, project_id, batch))
+    task_ids = {sid: copies[0]["id"] for sid, copies in existing.items()}
+    return ImportReport(task_ids=task_ids, created=created, already_there=already, duplicates_deleted=deleted,
+                        ambiguous_chunks=ambiguous)
+
+
+def delete_tasks(conn: Connection, project_id: int, task_ids: list[int]) -> None:
+    """Delete tasks in one Data Manager action (idempotent: deleting twice deletes nothing more)."""
+    conn.call(f"deleting {len(task_ids)} duplicate tasks", conn.sdk.actions.create, id="delete_tasks",
+              project=project_id, selected_items={"all": False, "included": list(task_ids)})
+
+
+def annotated_tasks(conn: Connection, project_id: int, batch: str, *, page_size: int = 500,
+                    progress: Progress | None = None) -> list[dict]:
+    """Tasks of ``batch`` that have annotations, with their annotations (read in full before anything is applied)."""
+    tasks = []
+    for page, total in conn.iter_task_pages(project_id, batch=batch, fields="all", only_annotated=True,
+                                            page_size=page_size):
+        tasks.extend({"id": t["id"], "data": t["data"], "annotations": t.get("annotations") or []} for t in page)
+        if progress:
+            progress(len(tasks) / max(total, 1), f"read {len(tasks)}/{total} annotated tasks")
+    return tasks
+
+
+def user_names(conn: Connection) -> dict[int, str]:
+    """Annotator names (email, else username) by user id."""
+    users = conn.call("listing users", conn.sdk.users.list)
+    return {u.id: (u.email or u.username or str(u.id)) for u in users}
+

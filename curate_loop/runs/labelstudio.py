@@ -1,0 +1,473 @@
+"""Label Studio sync on a FiftyOne dataset: push a batch as tasks, pull finished annotations back, batch status.
+
+The glue around :mod:`curate_loop.adapters.labelstudio`: bulk reads of the batch, one import per chunk, bulk
+writes of the pulled labels, and a run per batch (``labelstudio_<batch>``) that records the project, the tasks,
+each pull (with the labels it replaced, so a pull can be undone) and the batch's state:
+
+    pushed       tasks exist, nobody finished one yet
+    in_progress  some tasks have finished annotations
+    annotated    every task has a finished (or cancelled) annotation
+    pulled       the finished annotations were applied, and nothing was finished since
+
+A pull reads everything before it writes anything: when the server stops answering mid-way the dataset is left as
+it was and the error says what to re-run. Labels that a pull writes carry ``ls_annotator`` and ``ls_annotated_at``;
+labels born in Label Studio also carry ``ls_region_id`` (how a second pull recognises them: pulling twice changes
+nothing). The API key is never stored: the run records the server URL only.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+from curate_loop.adapters.labelstudio import tasks as ls_tasks
+from curate_loop.adapters.labelstudio.client import BATCH_KEY, DATASET_KEY, SAMPLE_KEY, Connection, connect
+from curate_loop.adapters.labelstudio.errors import LabelStudioSyncError, LabelStudioUnreachable
+from curate_loop.adapters.labelstudio.labelconfig import IMAGE_KEY
+from curate_loop.adapters.labelstudio.mapping import (Region, classification_region, detection_region, parse_result,
+                                                      same_box)
+from curate_loop.adapters.labelstudio.reconcile import DEFAULT_POLICY, Annotation, check_policy, reconcile
+from curate_loop.errors import InvalidInputError
+from curate_loop.runs.embeddings import Progress
+from curate_loop.runs.pool import BATCH_FIELD, REASON_FIELD
+
+METHOD = "curate_loop.labelstudio"
+STATES = ("pushed", "in_progress", "annotated", "pulled")
+SCORE_FIELDS = {"mislabel_score": "mislabel_max", "edge_score": "edge_score", "curation_score": "curation_score"}
+ANNOTATOR, ANNOTATED_AT, REGION_ID = "ls_annotator", "ls_annotated_at", "ls_region_id"
+
+
+def run_key(batch: str) -> str:
+    return f"labelstudio_{batch}"
+
+
+@dataclass
+class PushSummary:
+    batch: str
+    label_field: str
+    url: str
+    project_id: int
+    project_title: str
+    view_id: int
+    tasks: int
+    created: int
+    already_there: int
+    duplicates_deleted: int
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PullSummary:
+    batch: str
+    policy: str
+    tasks_read: int
+    applied: int  # tasks whose reconciled annotation was applied
+    changed_samples: int  # samples whose labels changed (0 on a repeated pull)
+    cancelled: int  # cancelled annotations dropped
+    conflicts: list = field(default_factory=list)  # [{"task", "sample", "annotators", "reason"}]
+    ties: int = 0
+    labels_updated: int = 0
+    labels_added: int = 0
+    labels_removed: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# -- reading the batch ---------------------------------------------------------------------------------------------
+def label_kind(samples, label_field: str) -> str:
+    import fiftyone.core.labels as fol
+
+    if not samples.has_field(label_field):
+        raise InvalidInputError(f"No field {label_field!r} on {samples._dataset.name!r}.")
+    doc_type = getattr(samples.get_field(label_field), "document_type", None)
+    if doc_type is not None and issubclass(doc_type, fol.Detections):
+        return "detections"
+    if doc_type is not None and issubclass(doc_type, fol.Classification):
+        return "classification"
+    raise InvalidInputError(f"{label_field!r} holds neither Detections nor a Classification: Label Studio sync "
+                            "supports those two.")
+
+
+def batch_members(dataset, batch: str):
+    from fiftyone import ViewField as F
+
+    members = dataset.match(F(BATCH_FIELD) == batch) if dataset.has_field(BATCH_FIELD) else dataset.limit(0)
+    if not len(members):
+        batches = sorted(b for b in dataset.distinct(BATCH_FIELD) if b) if dataset.has_field(BATCH_FIELD) else []
+        raise InvalidInputError(f"Batch {batch!r} of {dataset.name!r} has no samples; batches: {batches or 'none'} "
+                                "(pick one with `curate-loop curate select`).")
+    return members
+
+
+def _classes(dataset, label_field: str, kind: str, extra) -> list[str]:
+    path = f"{label_field}.detections.label" if kind == "detections" else f"{label_field}.label"
+    found = set(dataset.distinct(path))
+    found |= set(dataset.classes.get(label_field, [])) | set(dataset.default_classes or []) | set(extra or [])
+    return sorted(c for c in found if c is not None)
+
+
+def _label_dicts(value, kind: str) -> list[dict]:
+    """The labels of one sample as plain dicts ``{"id", "label", "bounding_box"}``."""
+    if value is None:
+        return []
+    if kind == "classification":
+        return [{"id": value.id, "label": value.label, "bounding_box": None}]
+    return [{"id": d.id, "label": d.label, "bounding_box": d.bounding_box} for d in value.detections]
+
+
+# -- push ----------------------------------------------------------------------------------------------------------
+def push_batch(dataset, batch: str, label_field: str, *, url: str | None = None, api_key: str | None = None,
+               connection: Connection | None = None, document_root=None, classes=None,
+               chunk_size: int = ls_tasks.CHUNK_SIZE, progress: Progress | None = None) -> PushSummary:
+    """Send batch ``batch`` of ``dataset`` to Label Studio, its ``label_field`` labels as pre-annotations.
+
+    Safe to repeat and to resume: samples that already have a task of this batch are not imported again, and a
+    sample never ends with two tasks. ``url``/``api_key`` default to ``$LABEL_STUDIO_URL``/``$LABEL_STUDIO_API_KEY``;
+    ``document_root`` (default ``$LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``) is the server's local-files root.
+    """
+    started = time.perf_counter()
+    step = progress or (lambda fraction, label: None)
+    dataset = dataset._dataset
+    kind = label_kind(dataset, label_field)
+    members = batch_members(dataset, batch)
+    step(0.02, "reading the batch")
+    if members.exists("metadata.width", False).count():
+        members.exists("metadata.width", False).compute_metadata()
+    tasks = _build_tasks(dataset, members, batch, label_field, kind, ls_tasks.document_root(document_root))
+    conn = connection or connect(url, api_key)
+    try:
+        record = _load_record(dataset, batch)
+        if record and record["label_field"] != label_field:
+            raise InvalidInputError(f"Batch {batch!r} was pushed with label field {record['label_field']!r}; push it "
+                                    f"with that field, or pick another batch for {label_field!r}.")
+        step(0.1, "preparing the project")
+        project_id = _known_project(dataset, label_field, conn.url)
+        project = ls_tasks.ensure_project(conn, dataset.name, label_field, kind,
+                                          _classes(dataset, label_field, kind, classes), project_id)
+        urls, folders = tasks.pop("urls"), tasks.pop("folders")
+        for folder in folders:
+            first_local = next(u for u in urls if u.startswith(ls_tasks.LOCAL_FILES_PREFIX))
+            ls_tasks.ensure_local_storage(conn, project.id, folder, first_local)
+        view_id = ls_tasks.ensure_view(conn, project.id, batch)
+        report = ls_tasks.import_missing(conn, project.id, batch, tasks["tasks"], chunk_size=chunk_size,
+                                         progress=lambda f, label: step(0.15 + 0.8 * f, label))
+    finally:
+        if connection is None:
+            conn.close()
+    summary = PushSummary(batch=batch, label_field=label_field, url=conn.url, project_id=project.id,
+                          project_title=project.title, view_id=view_id, tasks=len(report.task_ids),
+                          created=report.created, already_there=report.already_there,
+                          duplicates_deleted=report.duplicates_deleted,
+                          seconds=round(time.perf_counter() - started, 2))
+    _save_push(dataset, batch, summary, report.task_ids, record)
+    step(1.0, f"{summary.tasks} tasks in project {project.id}")
+    return summary
+
+
+def _build_tasks(dataset, members, batch: str, label_field: str, kind: str, root) -> dict:
+    score_paths = {key: path for key, path in SCORE_FIELDS.items() if dataset.has_field(path)}
+    paths = ["id", "filepath", "metadata.width", "metadata.height", label_field]
+    extra = list(score_paths.values()) + ([REASON_FIELD] if dataset.has_field(REASON_FIELD) else [])
+    values = dict(zip(paths + extra, members.values(paths + extra)))
+    urls, folders = ls_tasks.media_urls(values["filepath"], root)
+    tasks = []
+    for i, sample_id in enumerate(values["id"]):
+        width, height = values["metadata.width"][i], values["metadata.height"][i]
+        data = {IMAGE_KEY: urls[i], SAMPLE_KEY: sample_id, BATCH_KEY: batch, DATASET_KEY: dataset.name}
+        scores = {key: values[path][i] for key, path in score_paths.items() if values[path][i] is not None}
+        data.update({k: round(float(v), 6) for k, v in scores.items()})
+        if REASON_FIELD in values and values[REASON_FIELD][i]:
+            data["curate_reason"] = values[REASON_FIELD][i]
+        labels = _label_dicts(values[label_field][i], kind)
+        if kind == "detections":
+            result = [detection_region(d["id"], d["label"], d["bounding_box"], width, height) for d in labels
+                      if d["label"] is not None and d["bounding_box"] is not None]
+        else:
+            result = [classification_region(d["id"], d["label"]) for d in labels if d["label"] is not None]
+        priority = max(scores.values(), default=0.0)
+        tasks.append({"data": data, "predictions": [{"model_version": batch, "score": round(float(priority), 6),
+                                                      "result": result}]})
+    return {"tasks": tasks, "urls": urls, "folders": folders}
+
+
+def _known_project(dataset, label_field: str, url: str) -> int | None:
+    for key in dataset.list_runs(method=METHOD):
+        config = dataset.get_run_info(key).config
+        if config.label_field == label_field and config.url == url:
+            return config.project_id
+    return None
+
+
+def _load_record(dataset, batch: str) -> dict | None:
+    key = run_key(batch)
+    if key not in dataset.list_runs(method=METHOD):
+        if key in dataset.list_runs():
+            raise InvalidInputError(f"{key!r} is already another kind of run on {dataset.name!r}.")
+        return None
+    config = dataset.get_run_info(key).config
+    results = dataset.load_run_results(key, cache=False)
+    record = {k: getattr(config, k) for k in ("batch", "label_field", "url", "project_id", "view_id")}
+    record.update(getattr(results, "record", None) or {})
+    return record
+
+
+def _save_record(dataset, batch: str, record: dict) -> None:
+    key = run_key(batch)
+    config = dataset.init_run(method=METHOD, batch=batch, label_field=record["label_field"], url=record["url"],
+                              project_id=record["project_id"], view_id=record["view_id"])
+    dataset.register_run(key, config, overwrite=True, cleanup=False)
+    results = {k: v for k, v in record.items() if k not in ("batch", "label_field", "url", "project_id", "view_id")}
+    dataset.save_run_results(key, dataset.init_run_results(key, record=results), overwrite=True)
+
+
+def _save_push(dataset, batch: str, summary: PushSummary, task_ids: dict, record: dict | None) -> None:
+    record = dict(record or {})
+    record.update(batch=batch, label_field=summary.label_field, url=summary.url, project_id=summary.project_id,
+                  view_id=summary.view_id, pushed_at=time.time(), task_ids=task_ids,
+                  project_title=summary.project_title)
+    record.setdefault("pulls", [])
+    record.setdefault("state", "pushed")
+    _save_record(dataset, batch, record)
+
+
+def _record_or_error(dataset, batch: str) -> dict:
+    record = _load_record(dataset, batch)
+    if record is None:
+        raise InvalidInputError(f"Batch {batch!r} of {dataset.name!r} was never pushed to Label Studio; push it "
+                                f"first (`curate-loop push {dataset.name} {batch} --label-field FIELD`).")
+    return record
+
+
+# -- pull ----------------------------------------------------------------------------------------------------------
+def pull_batch(dataset, batch: str, *, policy: str = DEFAULT_POLICY, url: str | None = None,
+               api_key: str | None = None, connection: Connection | None = None, page_size: int = 500,
+               progress: Progress | None = None) -> PullSummary:
+    """Apply the finished annotations of ``batch`` to its label field (reconciled with ``policy`` when several
+    annotators did a task). Everything is read first; nothing is written when reading fails."""
+    started = time.perf_counter()
+    step = progress or (lambda fraction, label: None)
+    check_policy(policy)
+    dataset = dataset._dataset
+    record = _record_or_error(dataset, batch)
+    label_field = record["label_field"]
+    kind = label_kind(dataset, label_field)
+    conn = connection or connect(url or record["url"], api_key)
+    rerun = f"Nothing was written to {dataset.name!r}; re-run `curate-loop pull {dataset.name} {batch}` when the " \
+            f"server at {conn.url} answers again."
+    try:
+        step(0.02, "reading annotations")
+        tasks = ls_tasks.annotated_tasks(conn, record["project_id"], batch, page_size=page_size,
+                                         progress=lambda f, label: step(0.02 + 0.68 * f, label))
+        users = ls_tasks.user_names(conn)
+    except LabelStudioUnreachable as exc:
+        raise LabelStudioUnreachable(f"{exc} {rerun}") from exc
+    except LabelStudioSyncError as exc:
+        raise type(exc)(f"{exc} {rerun}") from exc
+    finally:
+        if connection is None:
+            conn.close()
+
+    step(0.75, "reconciling")
+    summary = PullSummary(batch=batch, policy=policy, tasks_read=len(tasks), applied=0, changed_samples=0,
+                          cancelled=0)
+    resolved: dict[str, tuple] = {}
+    for task in tasks:
+        sample_id = task["data"].get(SAMPLE_KEY)
+        finished = [a for a in task["annotations"] if not a.get("was_cancelled")]
+        summary.cancelled += len(task["annotations"]) - len(finished)
+        if not finished:
+            continue
+        annotations = [Annotation(a["id"], users.get(a.get("completed_by"), str(a.get("completed_by"))),
+                                  a.get("updated_at") or a.get("created_at") or "", parse_result(a["result"], kind))
+                       for a in finished]
+        resolution = reconcile(annotations, policy, kind=kind)
+        if resolution.regions is None:
+            summary.conflicts.append({"task": task["id"], "sample": sample_id, "annotators": resolution.annotators,
+                                      "reason": resolution.conflict})
+            continue
+        summary.ties += len(resolution.ties)
+        resolved[sample_id] = (resolution, task["id"])
+    summary.applied = len(resolved)
+
+    step(0.85, "applying labels")
+    changes, previous = _apply(dataset, label_field, kind, resolved, summary)
+    if changes:
+        dataset.set_values(label_field, changes, key_field="id")
+    summary.changed_samples = len(changes)
+    summary.seconds = round(time.perf_counter() - started, 2)
+    _save_pull(dataset, batch, record, summary, previous, tasks)
+    step(1.0, f"applied {summary.applied} tasks, {summary.changed_samples} samples changed")
+    return summary
+
+
+def _apply(dataset, label_field: str, kind: str, resolved: dict, summary: PullSummary) -> tuple[dict, dict]:
+    """``(new label value per changed sample, previous value as a dict per changed sample)``."""
+    if not resolved:
+        return {}, {}
+    ids, values = dataset.select(list(resolved)).values(["id", label_field])
+    current = dict(zip(ids, values))
+    missing = set(resolved) - set(current)
+    if missing:
+        raise InvalidInputError(f"{len(missing)} annotated tasks point at samples no longer in {dataset.name!r} "
+                                f"(e.g. {sorted(missing)[0]}); they were skipped by nobody: delete those tasks or "
+                                "restore the samples, then pull again.")
+    changes, previous = {}, {}
+    for sample_id, (resolution, task_id) in resolved.items():
+        old = current[sample_id]
+        who, when = ", ".join(resolution.annotators), resolution.annotated_at
+        if kind == "detections":
+            new = _new_detections(old, resolution.regions, who, when, summary)
+        else:
+            new = _new_classification(old, resolution.regions, who, when, summary)
+        if _fingerprint(new, kind) != _fingerprint(old, kind):
+            changes[sample_id] = new
+            previous[sample_id] = old.to_dict() if old is not None else None
+    return changes, previous
+
+
+def _by_region(labels) -> dict:
+    index = {}
+    for label in labels:
+        index[label.id] = label
+        region_id = label[REGION_ID] if REGION_ID in label else None
+        if region_id:
+            index[region_id] = label
+    return index
+
+
+def _new_detections(old, regions: list[Region], who: str, when: str, summary: PullSummary):
+    import fiftyone.core.labels as fol
+
+    existing = list(old.detections) if old is not None else []
+    index = _by_region(existing)
+    kept = []
+    for region in regions:
+        if region.label is None or region.box is None:
+            continue
+        match = index.get(region.id)
+        if match is not None:
+            det = match.copy()
+            det.id = match.id  # copy() gives a new id; keep identity
+            changed = det.label != region.label or not same_box(det.bounding_box, region.box)
+            if det.label != region.label:
+                det.label = region.label
+            if not same_box(det.bounding_box, region.box):
+                det.bounding_box = list(region.box)
+            summary.labels_updated += int(changed)
+        else:
+            det = fol.Detection(label=region.label, bounding_box=list(region.box))
+            det[REGION_ID] = region.id
+            summary.labels_added += 1
+        det[ANNOTATOR], det[ANNOTATED_AT] = who, when
+        kept.append(det)
+    kept_ids = {d.id for d in kept}
+    summary.labels_removed += sum(1 for d in existing if d.id not in kept_ids)
+    new = old.copy() if old is not None else fol.Detections()
+    new.detections = kept
+    return new
+
+
+def _new_classification(old, regions: list[Region], who: str, when: str, summary: PullSummary):
+    import fiftyone.core.labels as fol
+
+    if not regions:
+        summary.labels_removed += int(old is not None)
+        return None
+    region = regions[0]
+    if old is not None and (region.id == old.id or (REGION_ID in old and old[REGION_ID] == region.id)):
+        new = old.copy()
+        new.id = old.id
+        summary.labels_updated += int(new.label != region.label)
+        new.label = region.label
+    else:
+        summary.labels_removed += int(old is not None)
+        new = fol.Classification(label=region.label)
+        new[REGION_ID] = region.id
+        summary.labels_added += 1
+    new[ANNOTATOR], new[ANNOTATED_AT] = who, when
+    return new
+
+
+def _fingerprint(value, kind: str):
+    if value is None:
+        return None
+    labels = value.detections if kind == "detections" else [value]
+    return sorted((lab.id, lab.label, tuple(round(v, 9) for v in (lab["bounding_box"] or [])) if kind == "detections"
+                   else (), lab[ANNOTATOR] if ANNOTATOR in lab else None,
+                   lab[ANNOTATED_AT] if ANNOTATED_AT in lab else None) for lab in labels)
+
+
+def _save_pull(dataset, batch: str, record: dict, summary: PullSummary, previous: dict, tasks: list) -> None:
+    finished = sum(1 for t in tasks if t["annotations"])
+    pull = summary.to_dict()
+    pull.update(pulled_at=time.time(), finished_tasks=finished, previous=previous)
+    record = dict(record)
+    record["pulls"] = list(record.get("pulls", [])) + [pull]
+    record["state"] = "pulled"
+    _save_record(dataset, batch, record)
+
+
+def undo_pull(dataset, batch: str) -> int:
+    """Put back the labels the last pull of ``batch`` replaced; returns how many samples were restored."""
+    import fiftyone.core.labels as fol
+
+    dataset = dataset._dataset
+    record = _record_or_error(dataset, batch)
+    pulls = [p for p in record.get("pulls", []) if p.get("previous")]
+    if not pulls:
+        raise InvalidInputError(f"No pull of {batch!r} changed any label: nothing to undo.")
+    last = pulls[-1]
+    label_field = record["label_field"]
+    restored = {sid: (fol.Label.from_dict(d) if d is not None else None) for sid, d in last["previous"].items()}
+    dataset.set_values(label_field, restored, key_field="id")
+    last["previous"] = {}
+    last["undone_at"] = time.time()
+    _save_record(dataset, batch, record)
+    return len(restored)
+
+
+# -- status --------------------------------------------------------------------------------------------------------
+def batch_status(dataset, batch: str, *, url: str | None = None, api_key: str | None = None,
+                 connection: Connection | None = None) -> dict:
+    """The state of ``batch`` (one of ``STATES``) with task counts read from the server; when the server does not
+    answer, the state last recorded and ``"server": "unreachable"``."""
+    dataset = dataset._dataset
+    record = _record_or_error(dataset, batch)
+    last_pull = (record.get("pulls") or [None])[-1]
+    status = {"batch": batch, "label_field": record["label_field"], "url": record["url"],
+              "project_id": record["project_id"], "tasks": len(record.get("task_ids", {})),
+              "pushed_at": record.get("pushed_at"), "pulled_at": last_pull["pulled_at"] if last_pull else None,
+              "conflicts": len(last_pull["conflicts"]) if last_pull else 0, "state": record.get("state", "pushed")}
+    try:
+        conn = connection or connect(url or record["url"], api_key)
+    except LabelStudioSyncError:
+        return {**status, "server": "unreachable"}
+    try:
+        rows = ls_tasks.batch_tasks(conn, record["project_id"], batch,
+                                    include="id,total_annotations,cancelled_annotations")
+    except LabelStudioUnreachable:
+        return {**status, "server": "unreachable"}
+    finally:
+        if connection is None:
+            conn.close()
+    finished = sum(1 for t in rows if t.get("total_annotations"))
+    cancelled = sum(1 for t in rows if not t.get("total_annotations") and t.get("cancelled_annotations"))
+    status.update(tasks=len(rows), finished=finished, cancelled=cancelled, server="ok")
+    if last_pull and last_pull.get("finished_tasks") == finished and finished:
+        status["state"] = "pulled"
+    elif finished + cancelled == 0:
+        status["state"] = "pushed"
+    elif finished + cancelled < len(rows):
+        status["state"] = "in_progress"
+    else:
+        status["state"] = "annotated"
+    return status
+
+
+def list_pushed_batches(dataset) -> list[str]:
+    return sorted(key.removeprefix("labelstudio_") for key in dataset._dataset.list_runs(method=METHOD))

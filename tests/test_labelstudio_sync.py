@@ -1,0 +1,380 @@
+"""Label Studio sync against the real server: push, annotate through the API as annotators would, pull, check.
+
+Each test works on its own clone of the example dataset (its own project on the server).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+
+import pytest
+
+from curate_loop.adapters.labelstudio import tasks as ls_tasks
+from curate_loop.adapters.labelstudio.client import SAMPLE_KEY, Connection
+from curate_loop.adapters.labelstudio.errors import LabelStudioUnreachable
+from curate_loop.adapters.labelstudio.labelconfig import config_classes
+from curate_loop.adapters.labelstudio.mapping import Region
+from curate_loop.adapters.labelstudio.reconcile import Annotation, reconcile
+from curate_loop.runs import labelstudio as sync
+
+pytestmark = pytest.mark.labelstudio
+_names = itertools.count()
+
+
+def _clone(example_dataset, n: int, batch: str = "b1", min_dets: int = 3):
+    """A clone with batch ``batch`` = ``n`` labeled samples, those with the most boxes first."""
+    from fiftyone import ViewField as F
+
+    ds = example_dataset.clone(f"ls-sync-{next(_names)}-{random.randrange(10**6)}")
+    labeled = ds.match(F("ground_truth.detections").length() >= min_dets)
+    ids = labeled.sort_by(F("ground_truth.detections").length(), reverse=True).limit(n).values("id")
+    ds.set_values("curate_batch", {i: batch for i in ids}, key_field="id")
+    return ds, ids
+
+
+def _snapshot(label):
+    """A detached copy keeping label ids (``Label.copy()`` makes new ids)."""
+    return None if label is None else type(label).from_dict(label.to_dict())
+
+
+def _conn(server) -> Connection:
+    return Connection(server.url, server.token)
+
+
+def _tasks_by_sample(conn, project_id, batch="b1"):
+    tasks = conn.get_json("/api/tasks", {"project": project_id, "fields": "all", "page_size": 1000},
+                          what="test read")["tasks"]
+    by_sample = {}
+    for t in tasks:
+        if t["data"].get("fo_batch") == batch:
+            by_sample.setdefault(t["data"][SAMPLE_KEY], []).append(t)
+    return by_sample
+
+
+def _prediction(task):
+    return json.loads(json.dumps(task["predictions"][0]["result"]))
+
+
+def _annotate(conn, task_id, result, *, user=None, cancelled=False):
+    kwargs = {"completed_by": user} if user else {}
+    return conn.sdk.annotations.create(id=task_id, result=result, was_cancelled=cancelled, lead_time=2.5, **kwargs)
+
+
+def _user(conn, name):
+    for u in conn.sdk.users.list():
+        if u.username == name:
+            return u
+    return conn.sdk.users.create(username=name, email=f"{name}@example.com", password=f"pw-{name}-123456")
+
+
+def _push(ds, server, **kwargs):
+    return sync.push_batch(ds, "b1", "ground_truth", url=server.url, api_key=server.token,
+                           document_root=server.document_root, **kwargs)
+
+
+def _labels(ds, sample_id):
+    return {d.id: d for d in ds[sample_id].ground_truth.detections}
+
+
+def test_round_trip_with_annotators(example_dataset, labelstudio):
+    ds, ids = _clone(example_dataset, 5)
+    before = {i: _snapshot(ds[i].ground_truth) for i in ids}
+    summary = _push(ds, labelstudio)
+    assert (summary.tasks, summary.created, summary.already_there) == (5, 5, 0)
+    again = _push(ds, labelstudio)
+    assert (again.tasks, again.created, again.already_there, again.project_id) == (5, 0, 5, summary.project_id)
+
+    conn = _conn(labelstudio)
+    project = conn.sdk.projects.get(id=summary.project_id)
+    assert 'canRotate="false"' in project.label_config
+    assert set(config_classes(project.label_config)) >= set(ds.distinct("ground_truth.detections.label"))
+    tasks = _tasks_by_sample(conn, summary.project_id)
+    assert sorted(tasks) == sorted(ids) and all(len(v) == 1 for v in tasks.values())
+    a, b, c, d, e = ids
+    task = {i: tasks[i][0] for i in ids}
+    meta = ds[a].metadata
+    pred = task[a]["predictions"][0]
+    assert pred["model_version"] == "b1"
+    assert {r["id"] for r in pred["result"]} == {det.id for det in before[a].detections}
+    assert {(r["original_width"], r["original_height"]) for r in pred["result"]} == {(meta.width, meta.height)}
+    assert task[a]["data"]["image"].startswith("/data/local-files/?d=example/")
+    assert task[a]["data"]["fo_dataset"] == ds.name
+    import httpx
+
+    image = httpx.get(labelstudio.url + task[a]["data"]["image"], headers={"Authorization": f"Token {labelstudio.token}"})
+    assert image.status_code == 200 and image.content[:2] == b"\xff\xd8"
+
+    # Sample a: class fix, moved box, new box, deleted box -- by one annotator.
+    result = _prediction(task[a])
+    fixed, moved, deleted = result[0], result[1], result[2]
+    new_class = "7" if fixed["value"]["rectanglelabels"][0] != "7" else "1"
+    fixed["value"]["rectanglelabels"] = [new_class]
+    moved["value"]["x"] += 5.0
+    moved["value"]["width"] -= 1.0
+    result.remove(deleted)
+    result.append({**json.loads(json.dumps(moved)), "id": "newbox0001",
+                   "value": {"x": 1.0, "y": 2.0, "width": 10.0, "height": 12.0, "rotation": 0,
+                             "rectanglelabels": ["3"]}})
+    ann1 = _user(conn, "annotator1")
+    ann2 = _user(conn, "annotator2")
+    _annotate(conn, task[a]["id"], result, user=ann1.id)
+    # Sample b: a cancelled task.
+    _annotate(conn, task[b]["id"], [], user=ann1.id, cancelled=True)
+    # Sample c: two annotators disagree on the first box's class; annotator2 is later.
+    r1, r2 = _prediction(task[c]), _prediction(task[c])
+    r1[0]["value"]["rectanglelabels"] = ["8"]
+    r2[0]["value"]["rectanglelabels"] = ["9"]
+    _annotate(conn, task[c]["id"], r1, user=ann1.id)
+    _annotate(conn, task[c]["id"], r2, user=ann2.id)
+    # Sample d: accepted as is. Sample e: untouched.
+    _annotate(conn, task[d]["id"], _prediction(task[d]), user=ann2.id)
+    assert sync.batch_status(ds, "b1", url=labelstudio.url, api_key=labelstudio.token)["state"] == "in_progress"
+
+    # Requiring agreement: c is a conflict, left as it was and reported.
+    strict = sync.pull_batch(ds, "b1", policy="agreement", url=labelstudio.url, api_key=labelstudio.token)
+    assert [x["sample"] for x in strict.conflicts] == [c]
+    assert "classes differ" in strict.conflicts[0]["reason"]
+    assert ds[c].ground_truth.detections[0].label == before[c].detections[0].label
+
+    pulled = sync.pull_batch(ds, "b1", url=labelstudio.url, api_key=labelstudio.token)  # latest wins
+    assert pulled.conflicts == [] and pulled.applied == 3  # the cancelled-only task is not even read
+
+    labels_a = _labels(ds, a)
+    assert labels_a[fixed["id"]].label == new_class
+    assert labels_a[fixed["id"]].bounding_box == pytest.approx(before[a].detections[0].bounding_box)
+    old_box = before[a].detections[1].bounding_box
+    assert labels_a[moved["id"]].bounding_box == pytest.approx([old_box[0] + 0.05, old_box[1], old_box[2] - 0.01,
+                                                                old_box[3]])
+    assert labels_a[moved["id"]].label == before[a].detections[1].label
+    assert deleted["id"] not in labels_a
+    new = [det for det in labels_a.values() if getattr(det, "ls_region_id", None) == "newbox0001"]
+    assert len(new) == 1 and new[0].label == "3" and new[0].bounding_box == pytest.approx([0.01, 0.02, 0.10, 0.12])
+    assert len(labels_a) == len(before[a].detections)  # one deleted, one added
+    assert {det.ls_annotator for det in labels_a.values()} == {ann1.email}
+    assert all(det.ls_annotated_at for det in labels_a.values())
+    for det in before[a].detections[3:]:  # untouched boxes keep class and box exactly
+        assert labels_a[det.id].label == det.label and labels_a[det.id].bounding_box == det.bounding_box
+
+    assert ds[b].ground_truth == before[b]  # cancelled: nothing applied
+    assert ds[e].ground_truth == before[e]  # not annotated
+    labels_c = ds[c].ground_truth.detections
+    assert labels_c[0].label == "9" and labels_c[0].ls_annotator == ann2.email
+    assert [(x.id, x.label, x.bounding_box) for x in labels_c[1:]] == \
+        [(x.id, x.label, x.bounding_box) for x in before[c].detections[1:]]
+    labels_d = ds[d].ground_truth.detections
+    assert [(x.id, x.label, x.bounding_box) for x in labels_d] == \
+        [(x.id, x.label, x.bounding_box) for x in before[d].detections]
+
+    again = sync.pull_batch(ds, "b1", url=labelstudio.url, api_key=labelstudio.token)
+    assert again.changed_samples == 0 and again.applied == 3
+    status = sync.batch_status(ds, "b1", url=labelstudio.url, api_key=labelstudio.token)
+    assert (status["state"], status["tasks"], status["finished"], status["cancelled"]) == ("pulled", 5, 3, 1)
+    run = json.dumps(ds.load_run_results("labelstudio_b1", cache=False).serialize(), default=str)
+    assert labelstudio.token not in run
+    assert labelstudio.token not in json.dumps(ds.get_run_info("labelstudio_b1").serialize(), default=str)
+
+
+def test_undo_pull_restores_previous_labels(example_dataset, labelstudio):
+    ds, ids = _clone(example_dataset, 2)
+    before = _snapshot(ds[ids[0]].ground_truth)
+    summary = _push(ds, labelstudio)
+    conn = _conn(labelstudio)
+    task = _tasks_by_sample(conn, summary.project_id)[ids[0]][0]
+    _annotate(conn, task["id"], _prediction(task)[1:])
+    assert sync.pull_batch(ds, "b1", url=labelstudio.url, api_key=labelstudio.token).changed_samples == 1
+    assert len(ds[ids[0]].ground_truth.detections) == len(before.detections) - 1
+    assert sync.undo_pull(ds, "b1") == 1
+    assert [(d.id, d.label, d.bounding_box) for d in ds[ids[0]].ground_truth.detections] == \
+        [(d.id, d.label, d.bounding_box) for d in before.detections]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_push_interrupted_at_a_random_point_then_rerun_has_no_duplicates(example_dataset, labelstudio, seed,
+                                                                         monkeypatch):
+    """The server takes a chunk, then the client dies (Ctrl-C) or loses the answer and a retry re-sends it."""
+    ds, ids = _clone(example_dataset, 12, min_dets=1)
+    rng = random.Random(seed)
+    stop_at = rng.randrange(1, 6)  # chunks of 2: somewhere in the 6 chunks
+    real = Connection.call
+    calls = {"imports": 0}
+
+    def flaky(self, what, fn, *args, **kwargs):
+        if getattr(fn, "__name__", "") != "import_tasks":
+            return real(self, what, fn, *args, **kwargs)
+        calls["imports"] += 1
+        result = real(self, what, fn, *args, **kwargs)
+        if calls["imports"] == stop_at:
+            real(self, what, fn, *args, **kwargs)  # what an SDK retry after a lost answer does: the chunk twice
+            raise KeyboardInterrupt
+        return result
+
+    monkeypatch.setattr(Connection, "call", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        _push(ds, labelstudio, chunk_size=2)
+    monkeypatch.setattr(Connection, "call", real)
+    conn = _conn(labelstudio)
+    project_id = ls_tasks.find_project(conn, ds.name, "ground_truth").id
+    partial = _tasks_by_sample(conn, project_id)
+    assert sum(len(v) for v in partial.values()) == 2 * stop_at + 2  # the dead run left a duplicated chunk
+
+    summary = _push(ds, labelstudio, chunk_size=2)
+    after = _tasks_by_sample(conn, project_id)
+    assert sorted(after) == sorted(ids)
+    assert all(len(v) == 1 for v in after.values())
+    assert summary.duplicates_deleted == 2 and summary.tasks == 12
+
+
+def test_lost_answer_is_listed_again_not_reimported(example_dataset, labelstudio, monkeypatch):
+    """An import POST whose answer never comes (the server did take it): the push lists the batch and goes on."""
+    import httpx
+
+    ds, ids = _clone(example_dataset, 6, min_dets=1)
+    real = Connection.call
+    calls = {"imports": 0}
+
+    def lost(self, what, fn, *args, **kwargs):
+        if getattr(fn, "__name__", "") == "import_tasks":
+            calls["imports"] += 1
+            if calls["imports"] == 2:
+                real(self, what, fn, *args, **kwargs)
+                raise self.translate(httpx.ReadTimeout("timed out"), what)
+        return real(self, what, fn, *args, **kwargs)
+
+    monkeypatch.setattr(Connection, "call", lost)
+    summary = _push(ds, labelstudio, chunk_size=2)
+    assert summary.tasks == 6 and summary.duplicates_deleted == 0
+    after = _tasks_by_sample(_conn(labelstudio), summary.project_id)
+    assert sorted(after) == sorted(ids) and all(len(v) == 1 for v in after.values())
+
+
+def test_server_stopped_mid_pull_changes_nothing(example_dataset, labelstudio, migrated_labelstudio_data):
+    from curate_loop.adapters.labelstudio.server import start_label_studio
+
+    ds, ids = _clone(example_dataset, 6, min_dets=1)
+    server = start_label_studio(data_dir=migrated_labelstudio_data, document_root=labelstudio.document_root)
+    try:
+        summary = _push(ds, server)
+        conn = _conn(server)
+        tasks = _tasks_by_sample(conn, summary.project_id)
+        for sample_id in ids:
+            task = tasks[sample_id][0]
+            result = _prediction(task)
+            result[0]["value"]["rectanglelabels"] = ["0" if result[0]["value"]["rectanglelabels"][0] != "0" else "1"]
+            _annotate(conn, task["id"], result)
+        before = {i: _snapshot(ds[i].ground_truth) for i in ids}
+
+        def stop_after_first_page(fraction, label):
+            if label.startswith("read ") and server.is_running():
+                server.stop()
+
+        with pytest.raises(LabelStudioUnreachable) as info:
+            sync.pull_batch(ds, "b1", url=server.url, api_key=server.token, page_size=2,
+                            progress=stop_after_first_page)
+    finally:
+        server.stop()
+    message = str(info.value)
+    assert "Nothing was written" in message and f"curate-loop pull {ds.name} b1" in message
+    assert server.token not in message
+    assert all(ds[i].ground_truth == before[i] for i in ids)
+    assert sync.batch_status(ds, "b1", url=server.url, api_key=server.token)["server"] == "unreachable"
+
+
+def test_xml_special_and_non_ascii_classes_round_trip(example_dataset, labelstudio):
+    ds, ids = _clone(example_dataset, 2)
+    names = ['cat & "dog"', "<b>bold</b>", "naïve café — 猫", "it's > 3"]
+    dets = ds.select(ids).values("ground_truth.detections.id", unwind=True)
+    ds.set_label_values("ground_truth.detections.label", {d: names[k % 4] for k, d in enumerate(dets)})
+    summary = _push(ds, labelstudio)
+    conn = _conn(labelstudio)
+    project = conn.sdk.projects.get(id=summary.project_id)
+    assert set(names) <= set(config_classes(project.label_config))
+    assert set(names) <= set(project.parsed_label_config["label"]["labels"])
+    task = _tasks_by_sample(conn, summary.project_id)[ids[0]][0]
+    result = _prediction(task)
+    assert {r["value"]["rectanglelabels"][0] for r in result} <= set(names)
+    result[0]["value"]["rectanglelabels"] = ["naïve café — 猫"]
+    result[1]["value"]["rectanglelabels"] = ['cat & "dog"']
+    _annotate(conn, task["id"], result)
+    sync.pull_batch(ds, "b1", url=labelstudio.url, api_key=labelstudio.token)
+    labels = _labels(ds, ids[0])
+    assert labels[result[0]["id"]].label == "naïve café — 猫"
+    assert labels[result[1]["id"]].label == 'cat & "dog"'
+
+
+def test_classification_round_trip(example_dataset, labelstudio):
+    import fiftyone as fo
+
+    ds, ids = _clone(example_dataset, 3, min_dets=1)
+    ds.set_values("kind", {i: fo.Classification(label=f"class {k}") for k, i in enumerate(ids)}, key_field="id")
+    summary = sync.push_batch(ds, "b1", "kind", url=labelstudio.url, api_key=labelstudio.token,
+                              document_root=labelstudio.document_root)
+    conn = _conn(labelstudio)
+    assert "<Choices" in conn.sdk.projects.get(id=summary.project_id).label_config
+    tasks = _tasks_by_sample(conn, summary.project_id)
+    first = tasks[ids[0]][0]
+    result = _prediction(first)
+    assert result[0]["id"] == ds[ids[0]].kind.id
+    result[0]["value"]["choices"] = ["class 2"]
+    _annotate(conn, first["id"], result)
+    _annotate(conn, tasks[ids[1]][0]["id"], [])  # no class any more
+    sync.pull_batch(ds, "b1", url=labelstudio.url, api_key=labelstudio.token)
+    assert ds[ids[0]].kind.label == "class 2" and ds[ids[0]].kind.id == result[0]["id"]
+    assert ds[ids[1]].kind is None
+    assert ds[ids[2]].kind.label == "class 2"
+
+
+def test_cli_push_pull_status_never_print_the_key(example_dataset, labelstudio, monkeypatch):
+    from click.testing import CliRunner
+
+    from curate_loop.cli import cli
+
+    ds, ids = _clone(example_dataset, 2)
+    monkeypatch.setenv("LABEL_STUDIO_URL", labelstudio.url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", labelstudio.token)
+    monkeypatch.setenv("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", str(labelstudio.document_root))
+    runner = CliRunner()
+    out = runner.invoke(cli, ["push", ds.name, "b1", "--label-field", "ground_truth"])
+    assert out.exit_code == 0, out.output
+    assert "2 tasks" in out.output
+    out2 = runner.invoke(cli, ["pull", ds.name, "b1"])
+    assert out2.exit_code == 0, out2.output
+    out3 = runner.invoke(cli, ["labelstudio", "status", ds.name])
+    assert out3.exit_code == 0, out3.output
+    assert "b1" in out3.output and "pushed" in out3.output
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "f" * 40)
+    bad = runner.invoke(cli, ["pull", ds.name, "b1"])
+    assert bad.exit_code == 1 and "rejected the API key" in bad.output
+    for result in (out, out2, out3, bad):
+        assert labelstudio.token not in result.output and "f" * 40 not in result.output
+
+
+# -- reconciliation, on hand-made annotations ----------------------------------------------------------------------
+def _ann(i, who, when, *regions):
+    return Annotation(i, who, when, [Region(*r) for r in regions])
+
+
+def test_majority_keeps_regions_most_annotators_have():
+    box = (0.1, 0.1, 0.2, 0.2)
+    anns = [_ann(1, "a", "2026-01-01T00:00:01Z", ("L1", "cat", box), ("n1", "dog", (0.5, 0.5, 0.2, 0.2))),
+            _ann(2, "b", "2026-01-01T00:00:02Z", ("L1", "cat", (0.12, 0.1, 0.2, 0.2)), ("n2", "dog", (0.51, 0.5, 0.2, 0.2))),
+            _ann(3, "c", "2026-01-01T00:00:03Z", ("L1", "cow", box), ("n3", "bird", (0.0, 0.8, 0.1, 0.1)))]
+    res = reconcile(anns, "majority")
+    by_label = {r.label: r for r in res.regions}
+    assert set(by_label) == {"cat", "dog"}  # bird: one annotator of three
+    assert by_label["cat"].id == "L1" and by_label["cat"].box == pytest.approx((0.11, 0.1, 0.2, 0.2))
+    assert by_label["dog"].box == pytest.approx((0.505, 0.5, 0.2, 0.2))
+    assert res.ties == [] and res.annotators == ["a", "b", "c"]
+
+
+def test_agreement_and_latest():
+    box = (0.1, 0.1, 0.2, 0.2)
+    same = [_ann(1, "a", "2026-01-01T00:00:01Z", ("L1", "cat", box)),
+            _ann(2, "b", "2026-01-01T00:00:02Z", ("L1", "cat", (0.101, 0.1, 0.2, 0.2)))]
+    assert reconcile(same, "agreement").conflict is None
+    moved = [same[0], _ann(2, "b", "2026-01-01T00:00:02Z", ("L1", "cat", (0.2, 0.1, 0.2, 0.2)))]
+    assert "boxes differ" in reconcile(moved, "agreement").conflict
+    assert reconcile(moved, "latest").regions == moved[1].regions
+    with pytest.raises(ValueError, match="choose one of"):
+        reconcile(same, "loudest")
