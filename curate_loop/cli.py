@@ -7,6 +7,7 @@ Errors we raise on purpose (:class:`CurateLoopError`) are caught once, here, and
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -604,6 +605,56 @@ def ls_status(dataset_name, url):
         counts = (f"{s['finished']}/{s['tasks']} finished, {s['cancelled']} cancelled" if s.get("server") == "ok"
                   else f"{s['tasks']} tasks (server unreachable: last recorded state)")
         click.echo(f"{batch:<20} {s['state']:<12} {counts}  project {s['project_id']} field {s['label_field']}")
+
+
+@cli.command("run")
+@click.argument("manifest_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--simulate-annotator", is_flag=True,
+              help="Answer the pushed tasks from the kept-aside true labels (marked as simulated), for headless loops.")
+@click.option("--truth-field", default="true_ground_truth", show_default=True,
+              help="Where the simulated annotator reads the true labels.")
+def run_loop(manifest_path, simulate_annotator, truth_field):
+    """One loop iteration: pull finished batches, embed what is new, scan for mislabels, curate and push the next
+    batch. Safe to re-run at any point."""
+    from curate_loop.loop.manifest import load_manifest
+    from curate_loop.loop.runner import run_iteration
+
+    manifest = load_manifest(manifest_path)
+    with _ProgressBar("loop") as bar:
+        summary = run_iteration(manifest, simulate_annotator=simulate_annotator, truth_field=truth_field,
+                                api_key=os.environ.get("LABEL_STUDIO_API_KEY"), progress=bar)
+    for batch, counts in summary.pulled.items():
+        click.echo(f"Pulled {batch}: {counts.get('applied', 0)} tasks applied, {counts.get('labels_updated', 0)} labels "
+                   f"updated, {counts.get('labels_added', 0)} added, {counts.get('labels_removed', 0)} removed")
+    click.echo(f"Iteration {summary.iteration}: embedded {summary.embedded} new samples; "
+               f"mislabel suspects {summary.suspects if summary.suspects is not None else '-'}")
+    if summary.selected:
+        click.echo(f"  batch {summary.batch!r}: {summary.selected} samples"
+                   f"{' (reused from an interrupted run)' if summary.reused_batch else ''}, {summary.pushed} new tasks "
+                   "in Label Studio")
+        if summary.simulated_answers:
+            click.echo(f"  simulated annotator answered {summary.simulated_answers} tasks (from {truth_field!r})")
+        if summary.report_path:
+            click.echo(f"  report: {summary.report_path}")
+    else:
+        click.echo("  nothing left to curate: every sample is labeled or queued")
+
+
+@cli.command("status")
+@click.argument("manifest_path", type=click.Path(dir_okay=False, path_type=Path))
+def loop_status(manifest_path):
+    """Loop iterations so far and the state of every batch in Label Studio."""
+    from curate_loop.loop.manifest import load_manifest
+    from curate_loop.loop.runner import status
+
+    state = status(load_manifest(manifest_path), api_key=os.environ.get("LABEL_STUDIO_API_KEY"))
+    if not state["iterations"]:
+        click.echo(f"No iterations on {state['dataset']!r} yet: `curate-loop run {manifest_path}`.")
+    for it in state["iterations"]:
+        click.echo(f"iteration {it['iteration']}: batch {it['batch']} ({it['selected']} samples), pulled "
+                   f"{sorted(it['pulled']) or '-'}, suspects {it['suspects'] if it['suspects'] is not None else '-'}")
+    for b in state["batches"]:
+        click.echo(f"batch {b['batch']}: {b['state']} ({b['tasks']} tasks, {b.get('finished', '?')} finished)")
 
 
 def main() -> None:

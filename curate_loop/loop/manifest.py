@@ -1,0 +1,122 @@
+"""``manifest.yml``: the declarative description of a curation loop, validated before anything runs.
+
+An invalid manifest gets one error per problem, each naming the key (``curation.budget``) and what is allowed.
+The Label Studio API key is never part of the file: it comes from ``LABEL_STUDIO_API_KEY``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from curate_loop.errors import InvalidInputError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo in a key is an error, not silently ignored
+
+
+class ModelEntry(_Strict):
+    name: str = Field(min_length=1, description="open_clip model name, e.g. ViT-B-32")
+    pretrained: str | None = Field(None, description="pretrained tag or local checkpoint path; null: random weights")
+
+
+class Embeddings(_Strict):
+    key: str = "clip"
+    models: list[ModelEntry] = Field(default_factory=lambda: [ModelEntry(name="ViT-B-32")], min_length=1)
+    objects_key: str = "boxes"  # object embeddings of label_field, for the mislabel scan
+
+    @field_validator("key", "objects_key")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not value.isidentifier():
+            raise ValueError("use letters, digits and underscores")
+        return value
+
+
+class Curation(_Strict):
+    budget: int = Field(50, ge=1, description="samples per batch")
+    strategy: Literal["cluster_balanced", "typicality", "kcenter", "random"] = "cluster_balanced"
+    near_duplicate_threshold: float = Field(0.98, gt=0, le=1)
+    batch_prefix: str = "batch"
+
+    @field_validator("batch_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value.isidentifier():
+            raise ValueError("use letters, digits and underscores (batches are named <prefix>_<iteration>)")
+        return value
+
+
+class Mislabels(_Strict):
+    enabled: bool = True
+    reannotate_batch: str = "reannotate"
+
+
+class LabelStudio(_Strict):
+    url: str | None = Field(None, description="null: start the local server; else e.g. http://127.0.0.1:8080")
+    media: Literal["local_files", "cloud", "upload"] = "local_files"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https:// (or be null to start the local server)")
+        return value
+
+
+class Manifest(_Strict):
+    dataset: str = Field(min_length=1)
+    label_field: str = "ground_truth"
+    classes: list[str] = Field(min_length=1)
+    embeddings: Embeddings = Field(default_factory=Embeddings)
+    curation: Curation = Field(default_factory=Curation)
+    mislabels: Mislabels = Field(default_factory=Mislabels)
+    labelstudio: LabelStudio = Field(default_factory=LabelStudio)
+
+    @field_validator("classes")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        duplicates = sorted({c for c in value if value.count(c) > 1})
+        if duplicates:
+            raise ValueError(f"each class once; repeated: {duplicates}")
+        return value
+
+    def batch_name(self, iteration: int) -> str:
+        return f"{self.curation.batch_prefix}_{iteration:02d}"
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """The validated manifest at ``path``; :class:`InvalidInputError` listing every problem otherwise."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"No manifest at {path}. Start from the repository's manifest.yml.")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise InvalidInputError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise InvalidInputError(f"{path} must be a mapping of keys (dataset, label_field, classes, ...).")
+    if any(str(k).lower() in ("api_key", "key", "token") for k in (raw.get("labelstudio") or {})):
+        raise InvalidInputError(f"{path}: labelstudio must not hold an API key; set LABEL_STUDIO_API_KEY instead.")
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidInputError(f"{path} is not a valid manifest:\n" + _explain(exc)) from None
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; allowed keys are in the repository's manifest.yml)"
+        elif error["type"] == "literal_error":
+            message = f"must be one of {error['ctx']['expected']}"
+        lines.append(f"  {key}: {message} (got {error.get('input')!r})")
+    return "\n".join(lines)

@@ -1,0 +1,212 @@
+"""One iteration of the active-learning loop, as ``curate-loop run manifest.yml`` runs it:
+
+    pull finished batches -> embed what is new -> mislabel scan -> curate the next batch -> push it
+
+Every step is idempotent, so a crash anywhere is repaired by running again: a pull applies only what changed
+since the last one, embeddings add only missing vectors, a batch that was already picked under this iteration's
+name is reused rather than picked again, and a push imports only missing tasks. The iteration is recorded in the
+loop history (a run on the dataset, ``loop_history``) once it has completed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+from curate_loop.errors import InvalidInputError
+from curate_loop.loop.manifest import Manifest
+from curate_loop.runs.embeddings import Progress
+
+HISTORY_KEY = "loop_history"
+HISTORY_METHOD = "curate_loop.loop"
+
+
+@dataclass
+class IterationSummary:
+    iteration: int
+    batch: str
+    pulled: dict = field(default_factory=dict)  # batch -> counts of what the pull changed
+    embedded: int = 0
+    suspects: int | None = None
+    selected: int = 0
+    reused_batch: bool = False
+    pushed: int = 0
+    simulated_answers: int = 0
+    report_path: str | None = None
+    started_at: float = 0.0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def history(dataset) -> list[dict]:
+    if HISTORY_KEY not in dataset.list_runs():
+        return []
+    return list(dataset.load_run_results(HISTORY_KEY, cache=False).iterations)
+
+
+def _record(dataset, summary: IterationSummary) -> None:
+    iterations = [it for it in history(dataset) if it["iteration"] != summary.iteration] + [summary.to_dict()]
+    if HISTORY_KEY not in dataset.list_runs():
+        dataset.register_run(HISTORY_KEY, dataset.init_run(method=HISTORY_METHOD), cleanup=False)
+    dataset.save_run_results(HISTORY_KEY, dataset.init_run_results(HISTORY_KEY, iterations=iterations),
+                             overwrite=True)
+
+
+def run_iteration(manifest: Manifest, *, simulate_annotator: bool = False, truth_field: str = "true_ground_truth",
+                  url: str | None = None, api_key: str | None = None, crash_after: str | None = None,
+                  progress: Progress | None = None) -> IterationSummary:
+    """One loop iteration for ``manifest``; ``crash_after`` (a step name) stops there, for crash-recovery tests."""
+    from curate_loop.runs.datasets import open_dataset
+
+    step = progress or (lambda fraction, label: None)
+    dataset = open_dataset(manifest.dataset)
+    done = history(dataset)
+    iteration = (max(it["iteration"] for it in done) + 1) if done else 1
+    summary = IterationSummary(iteration=iteration, batch=manifest.batch_name(iteration), started_at=time.time())
+    with _labelstudio(manifest, dataset, url, api_key) as (ls_url, ls_key):
+        step(0.02, "pulling finished batches")
+        summary.pulled = _pull_finished(dataset, ls_url, ls_key)
+        _maybe_crash(crash_after, "pull")
+        step(0.2, "embedding new samples")
+        summary.embedded = _embed(dataset, manifest)
+        if manifest.mislabels.enabled:
+            step(0.45, "scanning labels for mislabels")
+            summary.suspects = _scan(dataset, manifest)
+        _maybe_crash(crash_after, "scan")
+        step(0.6, f"curating {summary.batch}")
+        if not _curate(dataset, manifest, summary):
+            summary.seconds = round(time.time() - summary.started_at, 2)
+            _record(dataset, summary)
+            step(1.0, "the pool is empty: every sample is labeled or queued")
+            return summary
+        _maybe_crash(crash_after, "curate")
+        step(0.8, f"pushing {summary.batch}")
+        from curate_loop.runs.labelstudio import push_batch
+
+        pushed = push_batch(dataset, summary.batch, manifest.label_field, url=ls_url, api_key=ls_key)
+        summary.pushed = pushed.created
+        _maybe_crash(crash_after, "push")
+        if simulate_annotator:
+            from curate_loop.loop.simulate import answer_batch
+
+            step(0.9, "simulated annotator answering (from the kept-aside true labels)")
+            summary.simulated_answers = answer_batch(dataset, summary.batch, truth_field, url=ls_url, api_key=ls_key)
+    summary.seconds = round(time.time() - summary.started_at, 2)
+    _record(dataset, summary)
+    step(1.0, f"iteration {iteration} done")
+    return summary
+
+
+def _maybe_crash(crash_after: str | None, step_name: str) -> None:
+    if crash_after == step_name:
+        raise RuntimeError(f"simulated crash after {step_name}")
+
+
+@contextmanager
+def _labelstudio(manifest: Manifest, dataset, url: str | None, api_key: str | None):
+    """The server to talk to: the given URL, the manifest's, ``$LABEL_STUDIO_URL``, or a local one started here."""
+    url = url or manifest.labelstudio.url or os.environ.get("LABEL_STUDIO_URL")
+    if url:
+        yield url, api_key
+        return
+    from curate_loop.adapters.labelstudio.server import start_label_studio
+    from curate_loop.paths import curate_loop_home
+
+    root = os.path.commonpath(dataset.distinct("filepath")) if len(dataset) else None
+    with start_label_studio(data_dir=curate_loop_home() / "labelstudio", document_root=root) as server:
+        previous = os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
+        os.environ["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"] = str(server.document_root)
+        try:
+            yield server.url, server.token
+        finally:
+            if previous is None:
+                os.environ.pop("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", None)
+            else:
+                os.environ["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"] = previous
+
+
+def _pull_finished(dataset, url: str, api_key: str | None) -> dict:
+    from curate_loop.runs.labelstudio import batch_status, list_pushed_batches, pull_batch
+
+    pulled = {}
+    for batch in list_pushed_batches(dataset):
+        status = batch_status(dataset, batch, url=url, api_key=api_key)
+        if status.get("server") == "unreachable":
+            raise InvalidInputError(f"Label Studio at {url} does not answer; nothing was pulled. Start it (or fix "
+                                    "labelstudio.url in the manifest) and run again.")
+        if status["state"] in ("in_progress", "annotated"):
+            result = pull_batch(dataset, batch, url=url, api_key=api_key)
+            pulled[batch] = {k: v for k, v in asdict(result).items() if isinstance(v, (int, float, str))}
+    return pulled
+
+
+def _embed(dataset, manifest: Manifest) -> int:
+    from curate_loop.runs.embeddings import compute_embeddings
+
+    models = [f"{m.name}@{m.pretrained}" if m.pretrained else m.name for m in manifest.embeddings.models]
+    return compute_embeddings(dataset, manifest.embeddings.key, models).computed
+
+
+def _scan(dataset, manifest: Manifest) -> int | None:
+    """Embed the labeled boxes (new ones only) and score them; None when nothing is labeled yet."""
+    from fiftyone import ViewField as F
+
+    from curate_loop.runs.embeddings import compute_embeddings
+    from curate_loop.runs.mislabels import find_mislabels
+    from curate_loop.runs.pool import label_fields
+
+    field = manifest.label_field
+    if field not in label_fields(dataset):
+        raise InvalidInputError(f"label_field {field!r} of the manifest is not a Detections or Classification field "
+                                f"of {dataset.name!r}; label fields: {label_fields(dataset)}")
+    labeled = dataset.match(F(field).exists())
+    if not len(labeled):
+        return None
+    models = [f"{m.name}@{m.pretrained}" if m.pretrained else m.name for m in manifest.embeddings.models]
+    is_boxes = "detections" in str(dataset.get_field(field).document_type.__name__).lower()
+    key = manifest.embeddings.objects_key if is_boxes else manifest.embeddings.key
+    if is_boxes:
+        compute_embeddings(labeled, key, models, patches_field=field)
+    return find_mislabels(labeled, field, key).suspects
+
+
+def _curate(dataset, manifest: Manifest, summary: IterationSummary) -> bool:
+    """Pick this iteration's batch, unless a crashed run already did (then it is reused as it is). False when
+    nothing is left to pick."""
+    from fiftyone import ViewField as F
+
+    from curate_loop.runs.curation import METHOD, select_batch
+    from curate_loop.runs.pool import BATCH_FIELD, DUP_KEEP_FIELD
+
+    if summary.batch in dataset.list_runs(method=METHOD):
+        summary.reused_batch = True
+        summary.selected = len(dataset.load_saved_view(summary.batch))
+        return True
+    pool = dataset.match(~F(manifest.label_field).exists())
+    if dataset.has_field(BATCH_FIELD):
+        pool = pool.match(~F(BATCH_FIELD).exists())
+    if dataset.has_field(DUP_KEEP_FIELD):
+        pool = pool.match(F(DUP_KEEP_FIELD) != False)  # noqa: E712 (a MongoDB expression)
+    k = min(manifest.curation.budget, len(pool))
+    if k == 0:
+        return False
+    picked = select_batch(dataset, summary.batch, k, manifest.embeddings.key,
+                          strategy=manifest.curation.strategy, label_field=manifest.label_field,
+                          near_dup_threshold=manifest.curation.near_duplicate_threshold)
+    summary.selected, summary.report_path = picked.picked, picked.report_path
+    return True
+
+
+def status(manifest: Manifest, *, url: str | None = None, api_key: str | None = None) -> dict:
+    """Iterations so far and the state of every pushed batch."""
+    from curate_loop.runs.datasets import open_dataset
+    from curate_loop.runs.labelstudio import batch_status, list_pushed_batches
+
+    dataset = open_dataset(manifest.dataset)
+    url = url or manifest.labelstudio.url or os.environ.get("LABEL_STUDIO_URL")
+    batches = [batch_status(dataset, b, url=url, api_key=api_key) for b in list_pushed_batches(dataset)]
+    return {"dataset": dataset.name, "iterations": history(dataset), "batches": batches}

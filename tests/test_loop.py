@@ -1,0 +1,110 @@
+"""The loop end to end: `curate-loop run manifest.yml` on the example, against the real Label Studio server, with
+the simulated annotator answering from the example's kept-aside true labels."""
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from curate_loop.cli import cli
+from curate_loop.errors import InvalidInputError
+from curate_loop.loop.manifest import load_manifest
+from curate_loop.loop.runner import history, run_iteration
+from curate_loop.runs.pool import BATCH_FIELD
+
+BUDGET = 8
+
+
+@pytest.fixture(scope="module")
+def loop_setup(example_dataset, labelstudio, tmp_path_factory):
+    import fiftyone as fo
+
+    name = "loop-tests"
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+    dataset = example_dataset.clone(name)
+    path = tmp_path_factory.mktemp("loop") / "manifest.yml"
+    path.write_text(yaml.safe_dump({
+        "dataset": name, "label_field": "ground_truth", "classes": [str(d) for d in range(10)],
+        "embeddings": {"key": "clip", "models": [{"name": "ViT-B-32", "pretrained": None}]},
+        "curation": {"budget": BUDGET, "strategy": "cluster_balanced"},
+        "labelstudio": {"url": labelstudio.url, "media": "local_files"},
+    }))
+    yield dataset, load_manifest(path), path
+    dataset.delete()
+
+
+@pytest.fixture
+def ls_env(labelstudio, monkeypatch):
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", labelstudio.token)
+    monkeypatch.setenv("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", str(labelstudio.document_root))
+    return labelstudio
+
+
+def _ls_tasks(labelstudio, dataset, batch):
+    from curate_loop.adapters.labelstudio import tasks as ls_tasks
+    from curate_loop.adapters.labelstudio.client import SAMPLE_KEY, connect
+    from curate_loop.runs.labelstudio import _record_or_error
+
+    record = _record_or_error(dataset, batch)
+    with connect(labelstudio.url, labelstudio.token) as conn:
+        return [t["data"][SAMPLE_KEY] for t in ls_tasks.batch_tasks(conn, record["project_id"], batch)]
+
+
+def test_two_iterations_learn_from_the_simulated_annotator(loop_setup, ls_env):
+    dataset, manifest, _ = loop_setup
+    labeled_before = set(dataset.exists("ground_truth").values("id"))
+
+    first = run_iteration(manifest, simulate_annotator=True, api_key=ls_env.token)
+    assert (first.iteration, first.batch, first.selected, first.pushed) == (1, "batch_01", BUDGET, BUDGET)
+    assert first.simulated_answers == BUDGET and first.embedded == len(dataset)
+    batch_01 = set(dataset.load_saved_view("batch_01").values("id"))
+    assert not batch_01 & labeled_before
+
+    second = run_iteration(manifest, simulate_annotator=True, api_key=ls_env.token)
+    assert second.iteration == 2 and second.embedded == 0  # nothing new to embed
+    assert second.pulled["batch_01"]["applied"] == BUDGET
+    # the pulled labels are the true ones, marked as coming from the simulated annotator
+    pulled = dataset.select(list(batch_01))
+    for sample in pulled:
+        assert sorted(d.label for d in sample.ground_truth.detections) == \
+            sorted(d.label for d in sample.true_ground_truth.detections)
+        assert all(d.ls_annotator.startswith("simulated-annotator") for d in sample.ground_truth.detections)
+    batch_02 = set(dataset.load_saved_view("batch_02").values("id"))
+    assert len(batch_02) == BUDGET and not batch_02 & (batch_01 | labeled_before)  # never re-selected
+    assert second.suspects is not None
+    assert [it["iteration"] for it in history(dataset)] == [1, 2]
+
+
+def test_a_crash_between_curate_and_push_is_repaired_by_running_again(loop_setup, ls_env):
+    dataset, manifest, _ = loop_setup
+    with pytest.raises(RuntimeError, match="simulated crash after curate"):
+        run_iteration(manifest, api_key=ls_env.token, crash_after="curate")
+    picked = set(dataset.load_saved_view("batch_03").values("id"))
+    assert len(picked) == BUDGET and [it["iteration"] for it in history(dataset)] == [1, 2]
+
+    again = run_iteration(manifest, api_key=ls_env.token)
+    assert again.iteration == 3 and again.reused_batch and again.pushed == BUDGET
+    assert set(dataset.load_saved_view("batch_03").values("id")) == picked  # the same batch, not a new pick
+    tasks = _ls_tasks(ls_env, dataset, "batch_03")
+    assert sorted(tasks) == sorted(picked)  # every sample exactly once in Label Studio
+    assert [it["iteration"] for it in history(dataset)] == [1, 2, 3]
+    assert dataset.count_values(BATCH_FIELD)["batch_03"] == BUDGET
+
+
+def test_cli_run_status_and_an_invalid_manifest(loop_setup, ls_env, tmp_path):
+    dataset, manifest, path = loop_setup
+    runner = CliRunner()
+    out = runner.invoke(cli, ["status", str(path)], catch_exceptions=False).output
+    assert "iteration 1: batch batch_01" in out and "batch batch_01: pulled" in out
+
+    bad = tmp_path / "bad.yml"
+    bad.write_text("dataset: x\nclasses: ['0']\ncuration: {budget: 0, stratgy: random}\n")
+    result = runner.invoke(cli, ["run", str(bad)])
+    assert result.exit_code != 0
+    assert "curation.budget: Input should be greater than or equal to 1" in result.output
+    assert "curation.stratgy: unknown key" in result.output
+    with pytest.raises(InvalidInputError, match="must not hold an API key"):
+        bad.write_text("dataset: x\nclasses: ['0']\nlabelstudio: {api_key: secret}\n")
+        load_manifest(bad)
+    assert np.isfinite(len(dataset))
