@@ -30,6 +30,7 @@ from curate_loop.adapters.labelstudio.reconcile import DEFAULT_POLICY, Annotatio
 from curate_loop.errors import InvalidInputError
 from curate_loop.runs.embeddings import Progress
 from curate_loop.runs.pool import BATCH_FIELD, REASON_FIELD
+from curate_loop.runs.pool import label_kind as _label_kind
 
 METHOD = "curate_loop.labelstudio"
 STATES = ("pushed", "in_progress", "annotated", "pulled")
@@ -80,17 +81,7 @@ class PullSummary:
 
 # -- reading the batch ---------------------------------------------------------------------------------------------
 def label_kind(samples, label_field: str) -> str:
-    import fiftyone.core.labels as fol
-
-    if not samples.has_field(label_field):
-        raise InvalidInputError(f"No field {label_field!r} on {samples._dataset.name!r}.")
-    doc_type = getattr(samples.get_field(label_field), "document_type", None)
-    if doc_type is not None and issubclass(doc_type, fol.Detections):
-        return "detections"
-    if doc_type is not None and issubclass(doc_type, fol.Classification):
-        return "classification"
-    raise InvalidInputError(f"{label_field!r} holds neither Detections nor a Classification: Label Studio sync "
-                            "supports those two.")
+    return _label_kind(samples, label_field, needed_for=": Label Studio sync supports those two.")
 
 
 def batch_members(dataset, batch: str):

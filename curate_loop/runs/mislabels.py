@@ -23,7 +23,7 @@ import numpy as np
 
 from curate_loop.errors import InvalidInputError
 from curate_loop.runs.embeddings import Progress, embedding_config, load_embeddings
-from curate_loop.runs.pool import BATCH_FIELD, REASON_FIELD
+from curate_loop.runs.pool import BATCH_FIELD, REASON_FIELD, label_kind
 
 METHOD = "curate_loop.mislabels"
 SUSPECTS_VIEW = "mislabel_suspects"
@@ -67,17 +67,7 @@ class _Labels:
 
 
 def _label_kind(samples, label_field: str) -> str:
-    import fiftyone.core.labels as fol
-
-    if not samples.has_field(label_field):
-        raise InvalidInputError(f"No field {label_field!r} on {samples._dataset.name!r}.")
-    doc_type = getattr(samples.get_field(label_field), "document_type", None)
-    if doc_type is not None and issubclass(doc_type, fol.Detections):
-        return "detections"
-    if doc_type is not None and issubclass(doc_type, fol.Classification):
-        return "classification"
-    raise InvalidInputError(f"{label_field!r} holds neither Detections nor a Classification; mislabel detection "
-                            "needs one of them.")
+    return label_kind(samples, label_field, needed_for="; mislabel detection needs one of them.")
 
 
 def _prefix(label_field: str, kind: str) -> str:

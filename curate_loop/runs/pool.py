@@ -77,17 +77,35 @@ def pool_state(samples, ids: np.ndarray, label_field: str | None, *, redo_batch:
     )
 
 
+def label_kind(samples, label_field: str, *, needed_for: str) -> str:
+    """"detections" or "classification" for ``label_field``; otherwise an error ending with ``needed_for``."""
+    import fiftyone.core.labels as fol
+
+    if not samples.has_field(label_field):
+        raise InvalidInputError(f"No field {label_field!r} on {samples._dataset.name!r}.")
+    doc_type = getattr(samples.get_field(label_field), "document_type", None)
+    if doc_type is not None and issubclass(doc_type, fol.Detections):
+        return "detections"
+    if doc_type is not None and issubclass(doc_type, fol.Classification):
+        return "classification"
+    raise InvalidInputError(f"{label_field!r} holds neither Detections nor a Classification{needed_for}")
+
+
+def _label_path(samples, field: str) -> str:
+    """The path of the class names in ``field`` (Detections or Classification), or an error listing the choices."""
+    import fiftyone.core.labels as fol
+
+    doc_type = getattr(samples.get_field(field), "document_type", None)
+    if doc_type is None or not issubclass(doc_type, (fol.Detections, fol.Classification)):
+        raise InvalidInputError(f"{field!r} is not a Detections or Classification field; choose one of "
+                                f"{label_fields(samples)}.")
+    return f"{field}.detections.label" if issubclass(doc_type, fol.Detections) else f"{field}.label"
+
+
 def class_of_each(samples, ids: np.ndarray, class_field: str) -> np.ndarray:
     """One class per sample (a Classification's label, or the most frequent class of its Detections), None if
     it has none; for class coverage in the report."""
-    import fiftyone.core.labels as fol
-
-    doc_type = getattr(samples.get_field(class_field), "document_type", None)
-    if doc_type is None or not issubclass(doc_type, (fol.Detections, fol.Classification)):
-        raise InvalidInputError(f"{class_field!r} is not a Detections or Classification field; choose one of "
-                                f"{label_fields(samples)}.")
-    path = f"{class_field}.detections.label" if issubclass(doc_type, fol.Detections) else f"{class_field}.label"
-    sample_ids, labels = samples.values(["id", path])
+    sample_ids, labels = samples.values(["id", _label_path(samples, class_field)])
     by_id = {}
     for sample_id, label in zip(sample_ids, labels):
         if isinstance(label, list):
@@ -98,14 +116,7 @@ def class_of_each(samples, ids: np.ndarray, class_field: str) -> np.ndarray:
 
 def class_count_matrix(samples, label_field: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """``(sample ids, counts (n, n_classes), classes)``: objects of each class per sample of ``label_field``."""
-    import fiftyone.core.labels as fol
-
-    doc_type = getattr(samples.get_field(label_field), "document_type", None)
-    if doc_type is None or not issubclass(doc_type, (fol.Detections, fol.Classification)):
-        raise InvalidInputError(f"{label_field!r} is not a Detections or Classification field; choose one of "
-                                f"{label_fields(samples)}.")
-    path = f"{label_field}.detections.label" if issubclass(doc_type, fol.Detections) else f"{label_field}.label"
-    sample_ids, labels = samples.values(["id", path])
+    sample_ids, labels = samples.values(["id", _label_path(samples, label_field)])
     per_sample = [lab if isinstance(lab, list) else ([] if lab is None else [lab]) for lab in labels]
     classes = sorted({c for labs in per_sample for c in labs if c is not None})
     if not classes:
