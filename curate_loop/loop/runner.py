@@ -157,7 +157,7 @@ def _scan(dataset, manifest: Manifest) -> int | None:
 
     from curate_loop.runs.embeddings import compute_embeddings
     from curate_loop.runs.mislabels import find_mislabels
-    from curate_loop.runs.pool import label_fields
+    from curate_loop.runs.pool import label_fields, label_kind
 
     field = manifest.label_field
     if field not in label_fields(dataset):
@@ -167,7 +167,7 @@ def _scan(dataset, manifest: Manifest) -> int | None:
     if not len(labeled):
         return None
     models = [f"{m.name}@{m.pretrained}" if m.pretrained else m.name for m in manifest.embeddings.models]
-    is_boxes = "detections" in str(dataset.get_field(field).document_type.__name__).lower()
+    is_boxes = label_kind(dataset, field, needed_for="; the mislabel scan needs one of them.") == "detections"
     key = manifest.embeddings.objects_key if is_boxes else manifest.embeddings.key
     if is_boxes:
         compute_embeddings(labeled, key, models, patches_field=field)
