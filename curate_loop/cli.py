@@ -478,17 +478,14 @@ def mislabels_find(dataset_name, label_field, key, tags):
 def mislabels_list(dataset_name, label_field, limit):
     """The top suspects (label id, score, given -> suggested class)."""
     from curate_loop.runs.datasets import open_dataset
-    from curate_loop.runs.mislabels import SUSPECTS_VIEW, noise_report
+    from curate_loop.runs.mislabels import noise_report, top_suspects
 
     dataset = open_dataset(dataset_name)
     noise_report(dataset, label_field)  # a clear error when there is no run yet
-    view = dataset.load_saved_view(SUSPECTS_VIEW)
-    prefix = label_field if view._is_patches else f"{label_field}"
-    rows = view.limit(limit).values([f"{prefix}.id", f"{prefix}.mislabel_score", f"{prefix}.label",
-                                     f"{prefix}.mislabel_suggestion"])
-    for label_id, score, given, suggested in zip(*rows):
-        click.echo(f"{label_id}  {score:.3f}  {given} -> {suggested}")
-    if not rows[0]:
+    rows = top_suspects(dataset, label_field, limit)
+    for row in rows:
+        click.echo(f"{row['label_id']}  {row['score']:.3f}  {row['given']} -> {row['suggested']}")
+    if not rows:
         click.echo("No open suspects.")
 
 
@@ -638,6 +635,7 @@ def run_loop(manifest_path, simulate_annotator, truth_field):
             click.echo(f"  report: {summary.report_path}")
     else:
         click.echo("  nothing left to curate: every sample is labeled or queued")
+    click.echo(f"Loop report (saturation curve, label changes): {summary.loop_report_path}")
 
 
 @cli.command("status")
@@ -655,6 +653,8 @@ def loop_status(manifest_path):
                    f"{sorted(it['pulled']) or '-'}, suspects {it['suspects'] if it['suspects'] is not None else '-'}")
     for b in state["batches"]:
         click.echo(f"batch {b['batch']}: {b['state']} ({b['tasks']} tasks, {b.get('finished', '?')} finished)")
+    if state.get("report_path"):
+        click.echo(f"Loop report: {state['report_path']}")
 
 
 def main() -> None:

@@ -7,15 +7,17 @@ core only through ``curate_loop``.
 from .curation import FindNearDuplicates, ScoreEdgeCases, SelectBatch
 from .embeddings import BuildIndexAndMap, ComputeEmbeddings
 from .labelstudio import PullFromLabelStudio, PushToLabelStudio
+from .loop import CurationLoopPanel, RunLoopIteration
 from .mislabels import FindMislabels, ReviewMislabels
 from .searches import ApplySearch, SaveSearch
 from .summary import DatasetSummary
 
 OPERATORS = (DatasetSummary, ComputeEmbeddings, BuildIndexAndMap, SaveSearch, ApplySearch, SelectBatch,
              ScoreEdgeCases, FindNearDuplicates, FindMislabels, ReviewMislabels)
-OPERATORS += (PushToLabelStudio, PullFromLabelStudio)
+OPERATORS += (PushToLabelStudio, PullFromLabelStudio, RunLoopIteration)
+PANELS = (CurationLoopPanel,)
 
 
 def register(p):
-    for operator in OPERATORS:
+    for operator in OPERATORS + PANELS:
         p.register(operator)

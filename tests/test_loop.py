@@ -1,6 +1,8 @@
 """The loop end to end: `curate-loop run manifest.yml` on the example, against the real Label Studio server, with
 the simulated annotator answering from the example's kept-aside true labels."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import yaml
@@ -9,6 +11,7 @@ from click.testing import CliRunner
 from curate_loop.cli import cli
 from curate_loop.errors import InvalidInputError
 from curate_loop.loop.manifest import load_manifest
+from curate_loop.loop.report import label_changes
 from curate_loop.loop.runner import history, run_iteration
 from curate_loop.runs.pool import BATCH_FIELD
 
@@ -75,6 +78,16 @@ def test_two_iterations_learn_from_the_simulated_annotator(loop_setup, ls_env):
     assert second.suspects is not None
     assert [it["iteration"] for it in history(dataset)] == [1, 2]
 
+    # the iteration report: the saturation curve over both batches and what the pull changed
+    changes = label_changes(history(dataset))
+    true_boxes = sum(len(s.true_ground_truth.detections) for s in pulled)
+    assert [r["applied"] for r in changes] == [0, BUDGET]
+    assert changes[1]["labels_added"] == true_boxes and changes[1]["labels_removed"] == 0
+    page = Path(second.loop_report_path).read_text()
+    assert second.loop_report_path == first.loop_report_path  # one report for the loop, rewritten each time
+    assert "<polyline" in page and "batch_01" in page and "batch_02" in page
+    assert f"<td>2</td><td>{BUDGET}</td><td>0</td><td>{true_boxes}</td>" in page
+
 
 def test_a_crash_between_curate_and_push_is_repaired_by_running_again(loop_setup, ls_env):
     dataset, manifest, _ = loop_setup
@@ -97,6 +110,7 @@ def test_cli_run_status_and_an_invalid_manifest(loop_setup, ls_env, tmp_path):
     runner = CliRunner()
     out = runner.invoke(cli, ["status", str(path)], catch_exceptions=False).output
     assert "iteration 1: batch batch_01" in out and "batch batch_01: pulled" in out
+    assert "Loop report: " in out and out.split("Loop report: ")[1].strip().endswith("loop.html")
 
     bad = tmp_path / "bad.yml"
     bad.write_text("dataset: x\nclasses: ['0']\ncuration: {budget: 0, stratgy: random}\n")

@@ -16,9 +16,13 @@ def test_operators_register_without_errors(plugin_installed):
     import fiftyone.operators.registry as registry
 
     assert registry.OperatorRegistry().list_errors() == []
+    import yaml
+
     uris = {op.uri for op in registry.list_operators()}
-    expected = {"dataset_summary", "compute_embeddings", "build_similarity_and_map", "save_search", "apply_search"}
-    assert {f"{PLUGIN_NAME}/{name}" for name in expected} <= uris
+    declared = yaml.safe_load((plugin_source_dir() / "fiftyone.yml").read_text())
+    expected = declared["operators"] + declared["panels"]
+    assert "curation_loop" in expected and "run_loop_iteration" in expected
+    assert {f"{PLUGIN_NAME}/{name}" for name in expected} <= uris  # every declared operator and panel registered
 
 
 def test_summary_operator_runs_headless_on_the_example(example_dataset):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from curate_loop.errors import InvalidInputError
 
@@ -75,6 +75,11 @@ class Manifest(_Strict):
     curation: Curation = Field(default_factory=Curation)
     mislabels: Mislabels = Field(default_factory=Mislabels)
     labelstudio: LabelStudio = Field(default_factory=LabelStudio)
+    _source: str | None = PrivateAttr(None)  # the file it was read from: the App's loop panel finds it again
+
+    @property
+    def source(self) -> str | None:
+        return self._source
 
     @field_validator("classes")
     @classmethod
@@ -104,9 +109,11 @@ def load_manifest(path: str | Path) -> Manifest:
     if any(str(k).lower() in ("api_key", "key", "token") for k in (raw.get("labelstudio") or {})):
         raise InvalidInputError(f"{path}: labelstudio must not hold an API key; set LABEL_STUDIO_API_KEY instead.")
     try:
-        return Manifest.model_validate(raw)
+        manifest = Manifest.model_validate(raw)
     except ValidationError as exc:
         raise InvalidInputError(f"{path} is not a valid manifest:\n" + _explain(exc)) from None
+    manifest._source = str(path.resolve())
+    return manifest
 
 
 def _explain(exc: ValidationError) -> str:

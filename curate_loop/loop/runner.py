@@ -34,7 +34,10 @@ class IterationSummary:
     reused_batch: bool = False
     pushed: int = 0
     simulated_answers: int = 0
-    report_path: str | None = None
+    report_path: str | None = None  # the batch's curation report
+    loop_report_path: str | None = None  # the iteration report (saturation curve, label changes)
+    mislabel_decisions: dict = field(default_factory=dict)  # running totals of reviewers' decisions
+    manifest_path: str | None = None
     started_at: float = 0.0
     seconds: float = 0.0
 
@@ -49,11 +52,42 @@ def history(dataset) -> list[dict]:
 
 
 def _record(dataset, summary: IterationSummary) -> None:
+    """Store the iteration in the history and rewrite the loop report, which reads that history."""
+    summary.mislabel_decisions = _mislabel_decisions(dataset)
+    summary.seconds = round(time.time() - summary.started_at, 2)
+    summary.loop_report_path = str(loop_report_path(dataset))
     iterations = [it for it in history(dataset) if it["iteration"] != summary.iteration] + [summary.to_dict()]
     if HISTORY_KEY not in dataset.list_runs():
         dataset.register_run(HISTORY_KEY, dataset.init_run(method=HISTORY_METHOD), cleanup=False)
     dataset.save_run_results(HISTORY_KEY, dataset.init_run_results(HISTORY_KEY, iterations=iterations),
                              overwrite=True)
+    write_loop_report(dataset)
+
+
+def loop_report_path(dataset):
+    from curate_loop.runs.report import report_path
+
+    return report_path(dataset, "loop")
+
+
+def write_loop_report(dataset):
+    """(Re)write the iteration report from the history and the batches' saturation; returns its path."""
+    from curate_loop.curation.report_html import write_report
+    from curate_loop.loop.report import render_loop_report
+    from curate_loop.runs.curation import saturation_history
+
+    html = render_loop_report(sorted(history(dataset), key=lambda it: it["iteration"]), saturation_history(dataset),
+                              dataset_name=dataset.name)
+    return write_report(html, loop_report_path(dataset))
+
+
+def _mislabel_decisions(dataset) -> dict:
+    """How many labels carry each review tag now (running totals; the report shows each iteration's share)."""
+    from curate_loop.runs.mislabels import TAG_ACCEPTED, TAG_REANNOTATE, TAG_REJECTED
+
+    counts = dataset.count_label_tags()
+    return {"accepted": counts.get(TAG_ACCEPTED, 0), "rejected": counts.get(TAG_REJECTED, 0),
+            "reannotate": counts.get(TAG_REANNOTATE, 0)}
 
 
 def run_iteration(manifest: Manifest, *, simulate_annotator: bool = False, truth_field: str = "true_ground_truth",
@@ -66,10 +100,11 @@ def run_iteration(manifest: Manifest, *, simulate_annotator: bool = False, truth
     dataset = open_dataset(manifest.dataset)
     done = history(dataset)
     iteration = (max(it["iteration"] for it in done) + 1) if done else 1
-    summary = IterationSummary(iteration=iteration, batch=manifest.batch_name(iteration), started_at=time.time())
+    summary = IterationSummary(iteration=iteration, batch=manifest.batch_name(iteration), started_at=time.time(),
+                               manifest_path=manifest.source)
     with _labelstudio(manifest, dataset, url, api_key) as (ls_url, ls_key):
         step(0.02, "pulling finished batches")
-        summary.pulled = _pull_finished(dataset, ls_url, ls_key)
+        summary.pulled = pull_finished(dataset, ls_url, ls_key)
         _maybe_crash(crash_after, "pull")
         step(0.2, "embedding new samples")
         summary.embedded = _embed(dataset, manifest)
@@ -79,7 +114,6 @@ def run_iteration(manifest: Manifest, *, simulate_annotator: bool = False, truth
         _maybe_crash(crash_after, "scan")
         step(0.6, f"curating {summary.batch}")
         if not _curate(dataset, manifest, summary):
-            summary.seconds = round(time.time() - summary.started_at, 2)
             _record(dataset, summary)
             step(1.0, "the pool is empty: every sample is labeled or queued")
             return summary
@@ -95,7 +129,6 @@ def run_iteration(manifest: Manifest, *, simulate_annotator: bool = False, truth
 
             step(0.9, "simulated annotator answering (from the kept-aside true labels)")
             summary.simulated_answers = answer_batch(dataset, summary.batch, truth_field, url=ls_url, api_key=ls_key)
-    summary.seconds = round(time.time() - summary.started_at, 2)
     _record(dataset, summary)
     step(1.0, f"iteration {iteration} done")
     return summary
@@ -129,7 +162,8 @@ def _labelstudio(manifest: Manifest, dataset, url: str | None, api_key: str | No
                 os.environ["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"] = previous
 
 
-def _pull_finished(dataset, url: str, api_key: str | None) -> dict:
+def pull_finished(dataset, url: str | None, api_key: str | None) -> dict:
+    """Pull every pushed batch that has finished annotations; batch -> what the pull changed."""
     from curate_loop.runs.labelstudio import batch_status, list_pushed_batches, pull_batch
 
     pulled = {}
@@ -140,7 +174,8 @@ def _pull_finished(dataset, url: str, api_key: str | None) -> dict:
                                     "labelstudio.url in the manifest) and run again.")
         if status["state"] in ("in_progress", "annotated"):
             result = pull_batch(dataset, batch, url=url, api_key=api_key)
-            pulled[batch] = {k: v for k, v in asdict(result).items() if isinstance(v, (int, float, str))}
+            counts = {k: v for k, v in asdict(result).items() if isinstance(v, (int, float, str))}
+            pulled[batch] = {**counts, "conflicts": len(result.conflicts)}
     return pulled
 
 
@@ -201,12 +236,55 @@ def _curate(dataset, manifest: Manifest, summary: IterationSummary) -> bool:
     return True
 
 
-def status(manifest: Manifest, *, url: str | None = None, api_key: str | None = None) -> dict:
-    """Iterations so far and the state of every pushed batch."""
+MANIFEST_ENV = "CURATE_LOOP_MANIFEST"
+
+
+def manifest_path_for(dataset) -> str | None:
+    """The manifest that drives ``dataset``'s loop, for the App (which has no command line): ``$CURATE_LOOP_MANIFEST``,
+    else the one the last iteration ran, else ``./manifest.yml``; only one whose ``dataset`` is this dataset."""
+    import yaml
+
+    recorded = [it.get("manifest_path") for it in sorted(history(dataset), key=lambda it: it["iteration"])]
+    for candidate in [os.environ.get(MANIFEST_ENV), *reversed(recorded), "manifest.yml"]:
+        if not candidate or not os.path.isfile(candidate):
+            continue
+        try:
+            if (yaml.safe_load(open(candidate, encoding="utf-8")) or {}).get("dataset") == dataset.name:
+                return os.path.abspath(candidate)
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue
+    return None
+
+
+def unpushed_batches(dataset) -> list[str]:
+    """Batches the loop picked that are not in Label Studio yet (a push that failed or was never run)."""
+    from curate_loop.runs.curation import list_batches
+    from curate_loop.runs.labelstudio import list_pushed_batches
+
+    pushed = set(list_pushed_batches(dataset))
+    return [b["name"] for b in list_batches(dataset) if b["name"] not in pushed]
+
+
+def push_pending(dataset, manifest: Manifest, url: str | None, api_key: str | None) -> dict:
+    """Push every picked batch that is not in Label Studio yet (or not completely); batch -> tasks created."""
+    from curate_loop.runs.labelstudio import push_batch
+
+    return {batch: push_batch(dataset, batch, manifest.label_field, url=url, api_key=api_key).created
+            for batch in unpushed_batches(dataset)}
+
+
+def status(manifest: Manifest, *, url: str | None = None, api_key: str | None = None, top_suspects: int = 5) -> dict:
+    """Iterations so far, the state of every pushed batch (with a link to its Label Studio tab), the batches not
+    pushed yet, the top open mislabel suspects and the loop report."""
     from curate_loop.runs.datasets import open_dataset
     from curate_loop.runs.labelstudio import batch_status, list_pushed_batches
+    from curate_loop.runs.mislabels import top_suspects as read_suspects
 
     dataset = open_dataset(manifest.dataset)
     url = url or manifest.labelstudio.url or os.environ.get("LABEL_STUDIO_URL")
     batches = [batch_status(dataset, b, url=url, api_key=api_key) for b in list_pushed_batches(dataset)]
-    return {"dataset": dataset.name, "iterations": history(dataset), "batches": batches}
+    report = loop_report_path(dataset)
+    return {"dataset": dataset.name, "iterations": history(dataset), "batches": batches,
+            "unpushed": unpushed_batches(dataset),
+            "suspects": read_suspects(dataset, manifest.label_field, top_suspects),
+            "report_path": str(report) if report.exists() else None}

@@ -433,7 +433,8 @@ def batch_status(dataset, batch: str, *, url: str | None = None, api_key: str | 
     status = {"batch": batch, "label_field": record["label_field"], "url": record["url"],
               "project_id": record["project_id"], "tasks": len(record.get("task_ids", {})),
               "pushed_at": record.get("pushed_at"), "pulled_at": last_pull["pulled_at"] if last_pull else None,
-              "conflicts": len(last_pull["conflicts"]) if last_pull else 0, "state": record.get("state", "pushed")}
+              "conflicts": len(last_pull["conflicts"]) if last_pull else 0, "state": record.get("state", "pushed"),
+              "tab_url": tab_url(record)}
     try:
         conn = connection or connect(url or record["url"], api_key)
     except LabelStudioSyncError:
@@ -458,6 +459,12 @@ def batch_status(dataset, batch: str, *, url: str | None = None, api_key: str | 
     else:
         status["state"] = "annotated"
     return status
+
+
+def tab_url(record: dict) -> str:
+    """The batch's Data Manager tab in Label Studio (its project page when the tab is not known)."""
+    project = f"{record['url'].rstrip('/')}/projects/{record['project_id']}/data"
+    return f"{project}?tab={record['view_id']}" if record.get("view_id") else project
 
 
 def list_pushed_batches(dataset) -> list[str]:

@@ -315,6 +315,18 @@ def label_ids_of_selection(view, label_field: str, *, selected_labels=(), select
     return [i for i in values if i is not None]
 
 
+def top_suspects(dataset, label_field: str, limit: int = 20) -> list[dict]:
+    """The open suspects of the last scan, best first: label and sample ids, score, given and suggested class.
+    Empty when ``label_field`` was never scanned."""
+    if run_key(label_field) not in dataset.list_runs() or not dataset.has_saved_view(SUSPECTS_VIEW):
+        return []
+    view = dataset.load_saved_view(SUSPECTS_VIEW).limit(limit)
+    rows = view.values([f"{label_field}.id", "sample_id" if view._is_patches else "id",
+                        f"{label_field}.{SCORE}", f"{label_field}.label", f"{label_field}.{SUGGESTION}"])
+    keys = ("label_id", "sample_id", "score", "given", "suggested")
+    return [dict(zip(keys, row)) for row in zip(*rows)]
+
+
 def noise_report(dataset, label_field: str) -> dict:
     """The last run's counts and estimated noise per class pair."""
     key = run_key(label_field)
