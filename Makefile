@@ -46,8 +46,11 @@ browser:
 doctor: setup
 	@$(CLI) doctor
 
+# The simulated annotator answers the first batch so the loop closes headless; the next batch is left for you.
+DEMO_ARGS ?= --simulate-annotator
+
 demo: setup
-	@$(PY) -m curate_loop.demo
+	@$(PY) -m curate_loop.demo $(DEMO_ARGS)
 
 test: setup browser
 	@$(PY) -m pytest

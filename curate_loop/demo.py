@@ -1,11 +1,17 @@
-"""`make demo`: run what curate-loop can do so far on the bundled example, and say what it did.
+"""`make demo`: the whole curation loop on the bundled example, and where to look.
+
+Embeddings, the similarity index and map, near-duplicates and edge cases; then the loop driven by the repository's
+``manifest.yml`` against a local Label Studio server: iteration 1 picks and pushes a batch; with
+``--simulate-annotator`` its tasks are answered from the example's kept-aside true labels (marked as simulated) and
+iteration 2 pulls them back, scans for mislabels, and pushes the next batch, which is left for you to annotate.
 
 Headless by default when there is no terminal (CI); with a terminal it keeps the FiftyOne App and
-Label Studio running until Ctrl-C so you can look around. Grows with each capability.
+Label Studio running until Ctrl-C so you can look around.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -28,11 +34,17 @@ def _step(message: str) -> None:
               help="Label Studio's data folder (default: ~/.curate-loop/labelstudio).")
 @click.option("--app-port", type=click.IntRange(1, 65535), default=None, help="FiftyOne App port (default: free).")
 @click.option("--rebuild", is_flag=True, help="Rebuild the example dataset even if it exists.")
-def demo(keep_running: bool | None, labelstudio_data_dir: Path | None, app_port: int | None, rebuild: bool) -> None:
+@click.option("--manifest", "manifest_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("manifest.yml"), show_default=True, help="The loop's manifest (its dataset is the example).")
+@click.option("--simulate-annotator", is_flag=True,
+              help="Answer the first batch from the kept-aside true labels (marked as simulated) and pull it back.")
+def demo(keep_running: bool | None, labelstudio_data_dir: Path | None, app_port: int | None, rebuild: bool,
+         manifest_path: Path, simulate_annotator: bool) -> None:
     """Run the curate-loop demo on the bundled example."""
     from curate_loop.adapters.labelstudio.server import free_port, start_label_studio
     from curate_loop.errors import CurateLoopError
     from curate_loop.examples.build import build_example_dataset
+    from curate_loop.loop.manifest import load_manifest
     from curate_loop.mongodb import connect
     from curate_loop.plugin_install import install_plugin
     from curate_loop.summary import summarize
@@ -40,6 +52,9 @@ def demo(keep_running: bool | None, labelstudio_data_dir: Path | None, app_port:
     if keep_running is None:
         keep_running = sys.stdin.isatty()
     try:
+        manifest = load_manifest(manifest_path)
+        if manifest.dataset != DEMO_DATASET:
+            raise click.UsageError(f"{manifest_path} drives {manifest.dataset!r}; the demo needs {DEMO_DATASET!r}.")
         _step("Starting FiftyOne's embedded MongoDB")
         connect()
         import fiftyone as fo
@@ -71,6 +86,16 @@ def demo(keep_running: bool | None, labelstudio_data_dir: Path | None, app_port:
         sys.exit(1)
 
     with server:
+        # the App's loop panel and the push/pull operators read these (plugin secrets are environment variables)
+        os.environ.update(LABEL_STUDIO_URL=server.url, LABEL_STUDIO_API_KEY=server.token,
+                          LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=str(server.document_root),
+                          CURATE_LOOP_MANIFEST=str(manifest_path.resolve()))
+        try:
+            pending = _run_loop(manifest, server, simulate_annotator)
+        except CurateLoopError as exc:
+            click.secho(f"{type(exc).__name__}: {exc}", fg="red", err=True)
+            sys.exit(1)
+        dataset.reload()
         _step("Launching the FiftyOne App")
         session = fo.launch_app(dataset, remote=True, port=app_port or free_port(), address="127.0.0.1", auto=False)
         click.echo("")
@@ -79,8 +104,11 @@ def demo(keep_running: bool | None, labelstudio_data_dir: Path | None, app_port:
         click.echo("                 press ` (backtick) and type 'curate-loop' to run our operators")
         click.echo(f"  Label Studio:  {server.url}   login {server.credentials.username} / {server.credentials.password}")
         click.echo(f"  Python:        fo.load_dataset({DEMO_DATASET!r})")
-        click.echo("  In the App:    saved views batch_01 (the next batch), edge_cases, near_duplicates, mislabel_suspects")
-        click.echo("Not in the demo yet: the Label Studio push/pull loop.")
+        click.echo("  In the App:    '+' next to Samples -> Curation loop (iterations, batches, suspects, next step);")
+        click.echo("                 saved views batch_NN, edge_cases, near_duplicates, mislabel_suspects")
+        if pending:
+            click.echo(f"  Your turn:     annotate {pending['batch']} at {pending['tab_url']}, then press 'Pull finished "
+                       "batches' in the panel (or run `curate-loop run manifest.yml` for the next iteration)")
         if keep_running:
             click.echo("Press Ctrl-C to stop the App and Label Studio.")
             wait_until_interrupted(server.is_running)
@@ -89,17 +117,15 @@ def demo(keep_running: bool | None, labelstudio_data_dir: Path | None, app_port:
 
 
 def _run_curation_steps(dataset) -> None:
-    """Embeddings, near-duplicates, edge cases, the next batch and a mislabel scan, as a user would run them.
+    """Embeddings with the similarity index and map, near-duplicates and edge cases, as a user would run them.
 
     Offline the model has random weights (``pretrained: null`` in manifest.yml): every step runs for real, but
     the picks only mean something with pretrained weights (the quality figures are in ``make bench``).
     """
-    from curate_loop.runs.curation import select_batch
     from curate_loop.runs.duplicates import find_duplicates
     from curate_loop.runs.edges import score_edge_cases
     from curate_loop.runs.embeddings import compute_embeddings
     from curate_loop.runs.maps import compute_map
-    from curate_loop.runs.mislabels import find_mislabels
     from curate_loop.runs.similarity import build_similarity
 
     _step("Embedding the images (open_clip ViT-B-32; random weights offline) with the similarity index and map")
@@ -111,16 +137,34 @@ def _run_curation_steps(dataset) -> None:
     dups = find_duplicates(dataset, "clip")
     edges = score_edge_cases(dataset, "clip")
     click.echo(f"    {dups.groups} near-duplicate groups; {edges.sparse_clusters} sparse clusters, {edges.noise} outliers")
-    _step("Picking the next labeling batch (cluster-balanced, 50 samples) and writing its report")
-    batch = select_batch(dataset, "batch_01", 50, "clip", overwrite=True)
-    coverage = batch.coverage.get("cluster_coverage", {})
-    click.echo(f"    clusters reached {batch.clusters_reached}/{batch.clusters} (random batches: "
-               f"{coverage.get('random_mean', float('nan')):.0%} of clusters); report: {batch.report_path}")
-    _step("Embedding the labeled boxes and scanning them for mislabels")
-    labeled = dataset.match_tags("labeled")
-    compute_embeddings(labeled, "boxes", ["ViT-B-32"], patches_field="ground_truth")
-    scan = find_mislabels(labeled, "ground_truth", "boxes")
-    click.echo(f"    {scan.scored} boxes scored, {scan.suspects} suspects to review")
+
+
+def _run_loop(manifest, server, simulate_annotator: bool) -> dict | None:
+    """One loop iteration, or two with the simulated annotator (answer, then pull back and push the next batch).
+    Returns the state of the batch left for a person to annotate, if any."""
+    from curate_loop.loop.runner import run_iteration
+    from curate_loop.runs.datasets import open_dataset
+    from curate_loop.runs.labelstudio import batch_status
+
+    plan = [True, False] if simulate_annotator else [False]
+    summary = None
+    for simulate in plan:
+        _step("Running a loop iteration (`curate-loop run manifest.yml`): pull, embed, scan, curate, push")
+        summary = run_iteration(manifest, simulate_annotator=simulate, url=server.url, api_key=server.token)
+        for batch, counts in summary.pulled.items():
+            click.echo(f"    pulled {batch}: {counts.get('applied', 0)} tasks, {counts.get('labels_updated', 0)} labels "
+                       f"corrected, {counts.get('labels_added', 0)} added, {counts.get('labels_removed', 0)} removed")
+        if summary.suspects is not None:
+            click.echo(f"    mislabel scan: {summary.suspects} suspects to review")
+        click.echo(f"    iteration {summary.iteration}: picked {summary.selected} samples for {summary.batch}, "
+                   f"{summary.pushed} new tasks in Label Studio; report: {summary.report_path}")
+        if summary.simulated_answers:
+            click.secho(f"    SIMULATED annotator answered {summary.simulated_answers} tasks from the kept-aside true "
+                        "labels", fg="yellow")
+    click.echo(f"    loop report (saturation curve, label changes): {summary.loop_report_path}")
+    if not summary.selected or summary.simulated_answers:
+        return None
+    return batch_status(open_dataset(manifest.dataset), summary.batch, url=server.url, api_key=server.token)
 
 
 if __name__ == "__main__":

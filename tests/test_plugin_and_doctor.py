@@ -1,8 +1,10 @@
 """The FiftyOne plugin registers cleanly and runs; `doctor` and `plugin install` behave."""
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -129,16 +131,24 @@ def test_demo_runs_headless_and_says_what_it_did(labelstudio, migrated_labelstud
     """`make demo` end to end (headless): database, plugin, example, Label Studio, App; then it stops."""
     data_dir = migrated_labelstudio_data
     env = {**os.environ, "CURATE_LOOP_HOME": str(tmp_path / "home"), "FIFTYONE_PLUGINS_DIR": str(tmp_path / "plugins")}
+    manifest = Path(__file__).resolve().parent.parent / "manifest.yml"  # the repository's, as `make demo` uses it
     proc = subprocess.run([sys.executable, "-m", "curate_loop.demo", "--no-keep-running", "--labelstudio-data-dir",
-                           str(data_dir)], env=env, capture_output=True, text=True, timeout=600)
+                           str(data_dir), "--manifest", str(manifest), "--simulate-annotator"],
+                          env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     assert "600 samples (150 labeled, 450 in the unlabeled pool)" in out
     assert "edge cases planted: 8 outliers, 6 near-duplicate groups" in out
     assert "600 vectors (600 computed now, 0 reused)" in out
-    assert "clusters reached" in out and "report: " in out and "boxes scored" in out
-    report = out.split("report: ")[1].split()[0]
-    assert os.path.isfile(report)
+    # the loop: batch_01 pushed and answered by the simulated annotator, pulled back, batch_02 pushed for a person
+    assert "iteration 1: picked 50 samples for batch_01, 50 new tasks in Label Studio" in out
+    assert "SIMULATED annotator answered 50 tasks" in out
+    assert re.search(r"pulled batch_01: 50 tasks, 0 labels corrected, \d+ added, 0 removed", out)
+    assert "iteration 2: picked 50 samples for batch_02, 50 new tasks in Label Studio" in out
+    assert "mislabel scan: " in out
+    assert re.search(r"Your turn: +annotate batch_02 at http://127\.0\.0\.1:\d+/projects/\d+/data\?tab=\d+", out)
+    for report in (out.split("report: ")[1].split()[0], out.split("label changes): ")[1].split()[0]):
+        assert os.path.isfile(report)
     assert "FiftyOne App:  http://127.0.0.1:" in out
     assert f"login {labelstudio.credentials.username}" in out
     assert (tmp_path / "plugins" / "curate-loop" / "fiftyone.yml").is_file()
