@@ -202,3 +202,13 @@ def test_bad_input_is_refused_with_what_to_do(blobs):
         select_random(0, 1)
     with pytest.raises(InvalidInputError, match="Unknown clustering method"):
         cluster_embeddings(x, method="dbscan")
+
+
+def test_kmeans_works_at_full_width_until_the_work_budget_then_projects():
+    from curate_loop.curation.clustering import KMEANS_REDUCED_DIMS, LARGE_KMEANS_WORK, kmeans_dims
+
+    assert kmeans_dims(100_000, 512, 1_000) == 512  # 5e10: full width (projecting to 64 cost half the coverage)
+    assert kmeans_dims(1_000_000, 512, 10_000) == KMEANS_REDUCED_DIMS  # 5e12: never below the floor
+    dims = kmeans_dims(400_000, 512, 2_000)
+    assert KMEANS_REDUCED_DIMS < dims < 512 and 400_000 * 2_000 * dims <= LARGE_KMEANS_WORK
+    assert kmeans_dims(10, 8, 3) == 8
