@@ -270,7 +270,7 @@ def test_server_stopped_mid_pull_changes_nothing(example_dataset, labelstudio, m
                 server.stop()
 
         with pytest.raises(LabelStudioUnreachable) as info:
-            sync.pull_batch(ds, "b1", url=server.url, api_key=server.token, page_size=2,
+            sync.pull_batch(ds, "b1", url=server.url, api_key=server.token, chunk_size=2,
                             progress=stop_after_first_page)
     finally:
         server.stop()

@@ -120,7 +120,7 @@ class Connection:
         return response.json()
 
     def iter_task_pages(self, project_id: int, *, batch: str | None = None, fields: str | None = None,
-                        include: str | None = None, only_annotated: bool = False,
+                        include: str | None = None,
                         page_size: int = PAGE_SIZE) -> Iterator[tuple[list[dict], int]]:
         """Pages of a project's tasks (those of ``batch`` when given) as ``(tasks, total)``."""
         params: dict[str, Any] = {"project": project_id, "page_size": page_size}
@@ -132,9 +132,6 @@ class Connection:
         if batch is not None:
             items.append({"filter": f"filter:tasks:data.{BATCH_KEY}", "operator": "equal", "type": "String",
                           "value": batch})
-        if only_annotated:
-            items.append({"filter": "filter:tasks:total_annotations", "operator": "greater", "type": "Number",
-                          "value": 0})
         if items:
             params["query"] = json.dumps({"filters": {"conjunction": "and", "items": items}})
         seen, page = 0, 1

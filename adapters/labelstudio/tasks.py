@@ -235,16 +235,33 @@ def delete_tasks(conn: Connection, project_id: int, task_ids: list[int]) -> None
               project=project_id, selected_items={"all": False, "included": list(task_ids)})
 
 
-def annotated_tasks(conn: Connection, project_id: int, batch: str, *, page_size: int = 500,
+EXPORT_CHUNK = 300  # task ids per export request: ~3 KB of query string, well under proxies' usual 8 KB line limit
+
+
+def annotated_tasks(conn: Connection, project_id: int, task_ids, *, chunk_size: int = EXPORT_CHUNK,
                     progress: Progress | None = None) -> list[dict]:
-    """Tasks of ``batch`` that have annotations, with their annotations (read in full before anything is applied)."""
+    """Those of ``task_ids`` that have annotations (cancelled ones included), with their annotations, all read
+    before anything is applied. Read through the project's JSON export filtered to the ids: it serialises a
+    1,000-task batch in a third of the time the task list takes."""
+    ids = sorted(int(i) for i in task_ids)
     tasks = []
-    for page, total in conn.iter_task_pages(project_id, batch=batch, fields="all", only_annotated=True,
-                                            page_size=page_size):
-        tasks.extend({"id": t["id"], "data": t["data"], "annotations": t.get("annotations") or []} for t in page)
+    for start in range(0, len(ids), chunk_size):
+        chunk = ids[start:start + chunk_size]
+        body = conn.get_json(f"/api/projects/{project_id}/export",
+                             {"exportType": "JSON", "download_all_tasks": "true", "ids[]": chunk},
+                             what=f"reading annotations of project {project_id} (tasks {start + 1}-{start + len(chunk)})")
+        tasks.extend({"id": t["id"], "data": t["data"], "annotations": t["annotations"]}
+                     for t in body if t.get("annotations"))
         if progress:
-            progress(len(tasks) / max(total, 1), f"read {len(tasks)}/{total} annotated tasks")
+            progress(min(start + chunk_size, len(ids)) / max(len(ids), 1),
+                     f"read {min(start + chunk_size, len(ids))}/{len(ids)} tasks")
     return tasks
+
+
+def annotator_id(annotation: dict):
+    """``completed_by`` is a user id in the export (a dict with one in some server versions)."""
+    who = annotation.get("completed_by")
+    return who.get("id") if isinstance(who, dict) else who
 
 
 def user_names(conn: Connection) -> dict[int, str]:
