@@ -378,3 +378,57 @@ def test_agreement_and_latest():
     assert reconcile(moved, "latest").regions == moved[1].regions
     with pytest.raises(ValueError, match="choose one of"):
         reconcile(same, "loudest")
+
+
+def test_media_outside_the_servers_root_is_uploaded_once_and_exif_orientation_is_respected(
+        example_dataset, labelstudio, tmp_path):
+    """Images the server cannot read from its local-files root are uploaded (in chunks, without creating tasks);
+    a re-push uploads nothing. A photo stored sideways with an EXIF orientation tag is sized as it is shown."""
+    from PIL import Image
+
+    ds, ids = _clone(example_dataset, 3, min_dets=1)
+    outside = tmp_path / "elsewhere"  # not under labelstudio.document_root
+    outside.mkdir()
+    new_paths = {}
+    paths = dict(zip(*ds.select(ids).values(["id", "filepath"])))
+    for k, sample_id in enumerate(ids):
+        image = Image.open(paths[sample_id]).convert("RGB").resize((80, 40))
+        exif = Image.Exif()
+        if k == 0:
+            exif[0x0112] = 6  # stored 80x40, shown rotated: 40x80
+        target = outside / f"img_{k}.jpg"
+        image.save(target, exif=exif)
+        new_paths[sample_id] = str(target)
+    ds.set_values("filepath", new_paths, key_field="id")
+    ds.select(ids).set_field("metadata", None).save()
+    ds.select(ids).compute_metadata(overwrite=True)
+    assert (ds[ids[0]].metadata.width, ds[ids[0]].metadata.height) == (40, 80)
+
+    first = _push(ds, labelstudio)
+    assert (first.created, first.uploaded) == (3, 3)
+    conn = _conn(labelstudio)
+    tasks = {sid: ts[0] for sid, ts in _tasks_by_sample(conn, first.project_id).items()}
+    for sample_id in ids:
+        url = tasks[sample_id]["data"]["image"]
+        assert url.startswith("/data/upload/")
+        served = conn._http.get(url, headers=conn._headers())
+        assert served.status_code == 200 and served.content == open(new_paths[sample_id], "rb").read()
+    region = tasks[ids[0]]["predictions"][0]["result"][0]
+    assert (region["original_width"], region["original_height"]) == (40, 80)
+
+    again = _push(ds, labelstudio)
+    assert (again.created, again.uploaded, again.already_there) == (0, 0, 3)
+    assert {sid: ts[0]["data"]["image"] for sid, ts in _tasks_by_sample(conn, first.project_id).items()} == \
+        {sid: t["data"]["image"] for sid, t in tasks.items()}
+
+
+def test_upload_chunks_stay_under_the_servers_limits(tmp_path):
+    paths = []
+    for k, size in enumerate([10, 10, 10, 25, 5]):
+        path = tmp_path / f"f{k}"
+        path.write_bytes(b"x" * size)
+        paths.append(str(path))
+    assert ls_tasks.upload_chunks(paths, max_files=2, max_bytes=30) == [paths[:2], paths[2:3], paths[3:5]]
+    assert ls_tasks.upload_chunks(paths[3:4], max_files=2, max_bytes=20) == [paths[3:4]]  # one big file alone
+    with pytest.raises(ls_tasks.MediaNotServedError, match="Restore the file"):
+        ls_tasks.upload_chunks([str(tmp_path / "gone.jpg")])

@@ -12,6 +12,7 @@ with exactly one task.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -28,6 +29,9 @@ logger = logging.getLogger(__name__)
 CHUNK_SIZE = 1000  # tasks per import POST: far under the server's 250k tasks / 200 MB, small enough to resume
 MAX_TITLE = 50  # Label Studio's limit on project titles
 LOCAL_FILES_PREFIX = "/data/local-files/?d="
+UPLOAD_MAX_FILES = 50  # images per upload POST: the server refuses more than 100 files in one request
+UPLOAD_MAX_BYTES = 100 * 2**20  # bytes per upload POST: the server refuses more than 250 MB
+UPLOAD_TIMEOUT_S = 300.0
 CLOUD_SCHEMES = ("s3://", "gs://", "azure-blob://", "http://", "https://")
 DOCUMENT_ROOT_ENV = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
 Progress = Callable[[float, str], None]
@@ -94,25 +98,84 @@ def document_root(explicit: str | os.PathLike | None = None) -> Path | None:
     return Path(root).expanduser().resolve() if root else None
 
 
-def media_urls(filepaths: list[str], root: Path | None) -> tuple[list[str], list[str]]:
-    """``(URL per file, local folders to serve)``: cloud URLs pass through, local files become local-files URLs
-    under ``root``; anything else is an error that says what to set."""
+def media_urls(filepaths: list[str], root: Path | None) -> tuple[list[str | None], list[str]]:
+    """``(URL per file, local folders to serve)``: cloud URLs pass through, local files under ``root`` become
+    local-files URLs; a local file outside ``root`` (or with no root) gets ``None``: it has to be uploaded."""
     urls, local = [], []
+    folders_resolved: dict[str, Path] = {}  # one resolve() per folder, not per file (10k files: 1.4 s -> 0.1 s)
     for path in filepaths:
         if path.startswith(CLOUD_SCHEMES):
             urls.append(path)
             continue
-        resolved = Path(path).resolve()
+        folder, name = os.path.split(os.path.abspath(path))
+        if folder not in folders_resolved:
+            folders_resolved[folder] = Path(folder).resolve()
+        resolved = folders_resolved[folder] / name
         if root is None or not resolved.is_relative_to(root):
-            hint = (f"set {DOCUMENT_ROOT_ENV} (or pass document_root) to a folder that holds the media and that the "
-                    "server serves (`curate-loop labelstudio serve --media-root DIR`)") if root is None else \
-                (f"it is not under the server's local-files root {root}; start the server with a media root that "
-                 "holds it, or store the media in the cloud (s3://, gs://, azure-blob://)")
-            raise MediaNotServedError(f"Label Studio cannot show {path}: {hint}. Uploading files is not supported.")
+            urls.append(None)
+            continue
         urls.append(LOCAL_FILES_PREFIX + quote(str(resolved.relative_to(root)), safe="/"))
         local.append(str(resolved.parent))
     folders = [os.path.commonpath(local)] if local else []
     return urls, folders
+
+
+def upload_chunks(paths: list[str], *, max_files: int = UPLOAD_MAX_FILES,
+                  max_bytes: int = UPLOAD_MAX_BYTES) -> list[list[str]]:
+    """``paths`` in request-sized groups: at most ``max_files`` files and ``max_bytes`` bytes each (one larger file
+    alone), under the server's limits of 100 files and 250 MB per request."""
+    chunks, current, size = [], [], 0
+    for path in paths:
+        try:
+            n_bytes = os.path.getsize(path)
+        except OSError as exc:
+            raise MediaNotServedError(f"Cannot upload {path} to Label Studio: {exc.strerror}. Restore the file or "
+                                      "leave its sample out of the batch.") from None
+        if current and (len(current) == max_files or size + n_bytes > max_bytes):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(path)
+        size += n_bytes
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def upload_files(conn: Connection, project_id: int, paths: list[str], *,
+                 progress: Progress | None = None) -> dict[str, str]:
+    """Upload ``paths`` to the project's storage without creating tasks; returns path -> the URL the server serves
+    the copy from. The fallback for media the server cannot read from disk or the cloud; each POST is sent once
+    (a failed one is reported, and a re-run uploads what is still missing)."""
+    urls: dict[str, str] = {}
+    chunks = upload_chunks(paths)
+    for n, chunk in enumerate(chunks):
+        handles = [open(path, "rb") for path in chunk]
+        try:
+            # one form field per file: the server keeps one file per field name, in the order sent
+            files = [(f"file{k}", (Path(path).name, handle)) for k, (path, handle) in enumerate(zip(chunk, handles))]
+            try:
+                response = conn._http.post(f"/api/projects/{project_id}/import", params={"commit_to_project": "false"},
+                                           files=files, headers=conn._headers(), timeout=UPLOAD_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001 (httpx transport errors; translated with the key scrubbed)
+                raise conn.translate(exc, f"uploading {len(chunk)} images") from exc
+        finally:
+            for handle in handles:
+                handle.close()
+        if response.status_code >= 400:
+            raise LabelStudioAPIError(f"Label Studio at {conn.url} refused an upload of {len(chunk)} images (HTTP "
+                                      f"{response.status_code}): {conn._scrub(response.text)[:300]}",
+                                      status_code=response.status_code)
+        upload_ids = response.json().get("file_upload_ids") or []
+        stored = {u["id"]: u["file"] for u in conn.get_json(f"/api/projects/{project_id}/file-uploads",
+                                                             {"ids": json.dumps(upload_ids)}, what="reading uploads")}
+        if len(upload_ids) != len(chunk) or any(i not in stored for i in upload_ids):
+            raise LabelStudioAPIError(f"Label Studio at {conn.url} stored {len(stored)} of {len(chunk)} uploaded "
+                                      "images; push again to upload the rest.")
+        for path, upload_id in zip(chunk, upload_ids):  # the server keeps the order of the request's files
+            urls[path] = "/data/" + stored[upload_id].lstrip("/")
+        if progress:
+            progress((n + 1) / len(chunks), f"uploaded {len(urls)}/{len(paths)} images")
+    return urls
 
 
 def ensure_local_storage(conn: Connection, project_id: int, folder: str, sample_url: str) -> None:

@@ -55,6 +55,7 @@ class PushSummary:
     created: int
     already_there: int
     duplicates_deleted: int
+    uploaded: int = 0  # images uploaded because the server could not read them from disk or the cloud
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -103,13 +104,12 @@ def _classes(dataset, label_field: str, kind: str, extra) -> list[str]:
     return sorted(c for c in found if c is not None)
 
 
-def _label_dicts(value, kind: str) -> list[dict]:
-    """The labels of one sample as plain dicts ``{"id", "label", "bounding_box"}``."""
-    if value is None:
+def _label_dicts(doc: dict | None, kind: str) -> list[dict]:
+    """The labels of one sample's stored label document as plain dicts ``{"id", "label", "bounding_box"}``."""
+    if doc is None:
         return []
-    if kind == "classification":
-        return [{"id": value.id, "label": value.label, "bounding_box": None}]
-    return [{"id": d.id, "label": d.label, "bounding_box": d.bounding_box} for d in value.detections]
+    docs = [doc] if kind == "classification" else (doc.get("detections") or [])
+    return [{"id": str(d["_id"]), "label": d.get("label"), "bounding_box": d.get("bounding_box")} for d in docs]
 
 
 # -- push ----------------------------------------------------------------------------------------------------------
@@ -143,8 +143,10 @@ def push_batch(dataset, batch: str, label_field: str, *, url: str | None = None,
                                           _classes(dataset, label_field, kind, classes), project_id)
         urls, folders = tasks.pop("urls"), tasks.pop("folders")
         for folder in folders:
-            first_local = next(u for u in urls if u.startswith(ls_tasks.LOCAL_FILES_PREFIX))
+            first_local = next(u for u in urls if u and u.startswith(ls_tasks.LOCAL_FILES_PREFIX))
             ls_tasks.ensure_local_storage(conn, project.id, folder, first_local)
+        uploaded = _upload_missing_media(conn, project.id, batch, tasks["tasks"], urls, tasks.pop("filepaths"),
+                                         progress=lambda f, label: step(0.1 + 0.05 * f, label))
         view_id = ls_tasks.ensure_view(conn, project.id, batch)
         report = ls_tasks.import_missing(conn, project.id, batch, tasks["tasks"], chunk_size=chunk_size,
                                          progress=lambda f, label: step(0.15 + 0.8 * f, label))
@@ -154,7 +156,7 @@ def push_batch(dataset, batch: str, label_field: str, *, url: str | None = None,
     summary = PushSummary(batch=batch, label_field=label_field, url=conn.url, project_id=project.id,
                           project_title=project.title, view_id=view_id, tasks=len(report.task_ids),
                           created=report.created, already_there=report.already_there,
-                          duplicates_deleted=report.duplicates_deleted,
+                          duplicates_deleted=report.duplicates_deleted, uploaded=uploaded,
                           seconds=round(time.perf_counter() - started, 2))
     _save_push(dataset, batch, summary, report.task_ids, record)
     step(1.0, f"{summary.tasks} tasks in project {project.id}")
@@ -165,7 +167,9 @@ def _build_tasks(dataset, members, batch: str, label_field: str, kind: str, root
     score_paths = {key: path for key, path in SCORE_FIELDS.items() if dataset.has_field(path)}
     paths = ["id", "filepath", "metadata.width", "metadata.height", label_field]
     extra = list(score_paths.values()) + ([REASON_FIELD] if dataset.has_field(REASON_FIELD) else [])
-    values = dict(zip(paths + extra, members.values(paths + extra)))
+    # stored documents, not label objects: building 10k Detections objects cost as much as the import itself
+    values = dict(zip(paths + extra, members.values(paths + extra, _raw=True)))
+    values["id"] = [str(i) for i in values["id"]]
     urls, folders = ls_tasks.media_urls(values["filepath"], root)
     tasks = []
     for i, sample_id in enumerate(values["id"]):
@@ -184,7 +188,23 @@ def _build_tasks(dataset, members, batch: str, label_field: str, kind: str, root
         priority = max(scores.values(), default=0.0)
         tasks.append({"data": data, "predictions": [{"model_version": batch, "score": round(float(priority), 6),
                                                       "result": result}]})
-    return {"tasks": tasks, "urls": urls, "folders": folders}
+    return {"tasks": tasks, "urls": urls, "folders": folders, "filepaths": values["filepath"]}
+
+
+def _upload_missing_media(conn, project_id: int, batch: str, tasks: list[dict], urls: list, filepaths: list[str], *,
+                          progress: Progress) -> int:
+    """Give every task an image URL: the ones the server cannot read from disk or the cloud are uploaded, except
+    for samples that already have a task of this batch (a re-run reuses that task's URL). Returns the uploads."""
+    missing = [i for i, url in enumerate(urls) if url is None]
+    if not missing:
+        return 0
+    existing = {t["data"].get(SAMPLE_KEY): t["data"].get(IMAGE_KEY)
+                for t in ls_tasks.batch_tasks(conn, project_id, batch, include="id,data")}
+    to_upload = sorted({filepaths[i] for i in missing if not existing.get(tasks[i]["data"][SAMPLE_KEY])})
+    uploaded = ls_tasks.upload_files(conn, project_id, to_upload, progress=progress) if to_upload else {}
+    for i in missing:
+        tasks[i]["data"][IMAGE_KEY] = existing.get(tasks[i]["data"][SAMPLE_KEY]) or uploaded[filepaths[i]]
+    return len(uploaded)
 
 
 def _known_project(dataset, label_field: str, url: str) -> int | None:
