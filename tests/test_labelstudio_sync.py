@@ -345,7 +345,7 @@ def test_cli_push_pull_status_never_print_the_key(example_dataset, labelstudio, 
     assert "b1" in out3.output and "pushed" in out3.output
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", "f" * 40)
     bad = runner.invoke(cli, ["pull", ds.name, "b1"])
-    assert bad.exit_code == 1 and "rejected the API key" in bad.output
+    assert bad.exit_code == 1 and "rejected the legacy token" in bad.output
     for result in (out, out2, out3, bad):
         assert labelstudio.token not in result.output and "f" * 40 not in result.output
 
@@ -432,3 +432,35 @@ def test_upload_chunks_stay_under_the_servers_limits(tmp_path):
     assert ls_tasks.upload_chunks(paths[3:4], max_files=2, max_bytes=20) == [paths[3:4]]  # one big file alone
     with pytest.raises(ls_tasks.MediaNotServedError, match="Restore the file"):
         ls_tasks.upload_chunks([str(tmp_path / "gone.jpg")])
+
+
+def test_personal_access_token_round_trip_and_the_key_is_never_recorded(example_dataset, labelstudio):
+    """A Personal Access Token (JWT, exchanged for short-lived access tokens) works for push, status and pull like a
+    legacy token; neither key shows up in the run record, the dataset or an error message."""
+    from curate_loop.adapters.labelstudio.auth import is_personal_access_token
+    from curate_loop.errors import LabelStudioAuthError
+
+    legacy = _conn(labelstudio)
+    legacy.sdk.jwt_settings.update(api_tokens_enabled=True, legacy_api_tokens_enabled=True, api_token_ttl_days=30)
+    pat = legacy.sdk.tokens.create().token
+    assert is_personal_access_token(pat)
+
+    ds, ids = _clone(example_dataset, 2, min_dets=1)
+    pushed = sync.push_batch(ds, "b1", "ground_truth", url=labelstudio.url, api_key=pat,
+                             document_root=labelstudio.document_root)
+    assert pushed.created == 2
+    tasks = _tasks_by_sample(legacy, pushed.project_id)
+    for sample_id in ids:
+        _annotate(legacy, tasks[sample_id][0]["id"], _prediction(tasks[sample_id][0]))
+    assert sync.batch_status(ds, "b1", url=labelstudio.url, api_key=pat)["state"] == "annotated"
+    assert sync.pull_batch(ds, "b1", url=labelstudio.url, api_key=pat).applied == 2
+
+    record = json.dumps(ds.load_run_results(sync.run_key("b1"), cache=False).serialize(), default=str)
+    stored = json.dumps([s.to_dict() for s in ds], default=str)
+    for key in (pat, labelstudio.token):
+        assert key not in record and key not in stored
+    broken = pat[:-6] + "xxxxxx"
+    with pytest.raises(LabelStudioAuthError) as info:
+        sync.push_batch(ds, "b1", "ground_truth", url=labelstudio.url, api_key=broken,
+                        document_root=labelstudio.document_root)
+    assert "personal access token" in str(info.value) and broken not in str(info.value)

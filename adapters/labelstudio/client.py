@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from .auth import key_kind
 from .errors import LabelStudioAPIError, LabelStudioAuthError, LabelStudioUnreachable
 
 logger = logging.getLogger(__name__)
@@ -78,8 +79,8 @@ class Connection:
         if isinstance(exc, ApiError):
             code = exc.status_code
             if code in (401, 403):
-                return LabelStudioAuthError(f"Label Studio at {self.url} rejected the API key (HTTP {code}) while "
-                                            f"{what}. {SETUP_HINT}")
+                return LabelStudioAuthError(f"Label Studio at {self.url} rejected the {key_kind(self._secret)} (HTTP "
+                                            f"{code}) while {what}. {SETUP_HINT}")
             body = exc.body if isinstance(exc.body, str) else json.dumps(exc.body, default=str)
             return LabelStudioAPIError(f"Label Studio at {self.url} answered HTTP {code} while {what}: "
                                        f"{self._scrub(body)[:400]}", status_code=code)
@@ -112,7 +113,7 @@ class Connection:
                     break
             time.sleep(READ_RETRY_DELAY_S * (attempt + 1))
         if response.status_code in (401, 403):
-            raise LabelStudioAuthError(f"Label Studio at {self.url} rejected the API key (HTTP "
+            raise LabelStudioAuthError(f"Label Studio at {self.url} rejected the {key_kind(self._secret)} (HTTP "
                                        f"{response.status_code}) while {what}. {SETUP_HINT}")
         if response.status_code >= 400:
             raise LabelStudioAPIError(f"Label Studio at {self.url} answered HTTP {response.status_code} while {what}: "
