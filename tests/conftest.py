@@ -135,3 +135,22 @@ def migrated_labelstudio_data(labelstudio, tmp_path) -> Path:
     data_dir = tmp_path / "labelstudio-copy"
     shutil.copytree(labelstudio.data_dir, data_dir, ignore=shutil.ignore_patterns("*.log"))
     return data_dir
+
+
+def loop_copy(example_dataset, name: str, folder: Path, labelstudio_url: str, budget: int):
+    """A fresh copy ``name`` of the example and a manifest for it (random-weight CLIP, the given Label Studio);
+    returns ``(dataset, manifest path)``."""
+    import fiftyone as fo
+    import yaml
+
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+    dataset = example_dataset.clone(name)
+    path = folder / "manifest.yml"
+    path.write_text(yaml.safe_dump({
+        "dataset": name, "label_field": "ground_truth", "classes": [str(d) for d in range(10)],
+        "embeddings": {"key": "clip", "models": [{"name": "ViT-B-32", "pretrained": None}]},
+        "curation": {"budget": budget, "strategy": "cluster_balanced"},
+        "labelstudio": {"url": labelstudio_url, "media": "local_files"},
+    }))
+    return dataset, path

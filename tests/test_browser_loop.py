@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 import pytest
-import yaml
+from conftest import loop_copy
 
 BUDGET = 6
 WAIT_MS = 240_000  # one iteration embeds the dataset and scans its boxes on 2 CPU cores
@@ -21,17 +21,8 @@ def loop_app(example_dataset, labelstudio, tmp_path_factory):
 
     from curate_loop.adapters.labelstudio.server import free_port
 
-    name = "browser-loop"
-    if fo.dataset_exists(name):
-        fo.delete_dataset(name)
-    dataset = example_dataset.clone(name)
-    path = tmp_path_factory.mktemp("browser-loop") / "manifest.yml"
-    path.write_text(yaml.safe_dump({
-        "dataset": name, "label_field": "ground_truth", "classes": [str(d) for d in range(10)],
-        "embeddings": {"key": "clip", "models": [{"name": "ViT-B-32", "pretrained": None}]},
-        "curation": {"budget": BUDGET, "strategy": "cluster_balanced"},
-        "labelstudio": {"url": labelstudio.url, "media": "local_files"},
-    }))
+    dataset, path = loop_copy(example_dataset, "browser-loop", tmp_path_factory.mktemp("browser-loop"),
+                              labelstudio.url, BUDGET)
     with pytest.MonkeyPatch.context() as env:  # the App server process inherits these when it starts
         env.setenv("LABEL_STUDIO_API_KEY", labelstudio.token)
         env.setenv("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", str(labelstudio.document_root))

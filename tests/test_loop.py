@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from click.testing import CliRunner
+from conftest import loop_copy
 
 from curate_loop.cli import cli
 from curate_loop.errors import InvalidInputError
@@ -20,19 +20,7 @@ BUDGET = 8
 
 @pytest.fixture(scope="module")
 def loop_setup(example_dataset, labelstudio, tmp_path_factory):
-    import fiftyone as fo
-
-    name = "loop-tests"
-    if fo.dataset_exists(name):
-        fo.delete_dataset(name)
-    dataset = example_dataset.clone(name)
-    path = tmp_path_factory.mktemp("loop") / "manifest.yml"
-    path.write_text(yaml.safe_dump({
-        "dataset": name, "label_field": "ground_truth", "classes": [str(d) for d in range(10)],
-        "embeddings": {"key": "clip", "models": [{"name": "ViT-B-32", "pretrained": None}]},
-        "curation": {"budget": BUDGET, "strategy": "cluster_balanced"},
-        "labelstudio": {"url": labelstudio.url, "media": "local_files"},
-    }))
+    dataset, path = loop_copy(example_dataset, "loop-tests", tmp_path_factory.mktemp("loop"), labelstudio.url, BUDGET)
     yield dataset, load_manifest(path), path
     dataset.delete()
 
