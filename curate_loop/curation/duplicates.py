@@ -33,7 +33,7 @@ from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 from curate_loop.curation.clustering import group_rows, kmeans_labels
-from curate_loop.curation.strategies import _index_mask
+from curate_loop.curation.rows import row_mask
 from curate_loop.errors import InvalidInputError
 
 DEFAULT_THRESHOLD = 0.98  # cosine; the selection strategies skip candidates this close to a labeled sample
@@ -116,7 +116,7 @@ def exclude_near_duplicates(nd: NearDuplicates, labeled_idx=None) -> np.ndarray:
 
     Labeled rows are never in the mask: they are labeled already, whatever their group.
     """
-    labeled = _index_mask(labeled_idx, len(nd.group), "labeled_idx")
+    labeled = row_mask(labeled_idx, len(nd.group), "labeled_idx")
     in_group = nd.group >= 0
     has_labeled = np.zeros(nd.n_groups, dtype=bool)
     has_labeled[nd.group[labeled & in_group]] = True

@@ -46,7 +46,7 @@ import numpy as np
 
 from curate_loop.curation.clustering import group_rows
 from curate_loop.curation.duplicates import default_partitions, nearest_cells, unit_rows
-from curate_loop.curation.strategies import _index_mask
+from curate_loop.curation.rows import row_mask
 from curate_loop.errors import InvalidInputError
 
 DEFAULT_K = 10  # groups of fewer than ~k rows stand out as a whole; larger groups count as clusters
@@ -120,8 +120,8 @@ class EdgeNeighborhoods:
         then by the labeled rows plus ``batch_idx``."""
         n = len(self.scores)
         edge = self.edge_region() if edge_mask is None else _edge_mask(edge_mask, n)
-        labeled = _index_mask(labeled_idx, n, "labeled_idx")
-        with_batch = labeled | _index_mask(batch_idx, n, "batch_idx")
+        labeled = row_mask(labeled_idx, n, "labeled_idx")
+        with_batch = labeled | row_mask(batch_idx, n, "batch_idx")
         n_edge = int(edge.sum())
         if n_edge == 0:
             return EdgeSaturation(n_edge=0, covered_before=1.0, covered_after=1.0)

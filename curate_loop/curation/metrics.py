@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from curate_loop.curation.clustering import NOISE, ClusterResult, as_unit_vectors
+from curate_loop.curation.rows import row_indices
 from curate_loop.curation.strategies import select_random
 from curate_loop.errors import InvalidInputError
 
@@ -94,8 +95,8 @@ def selection_metrics(vectors, clusters: ClusterResult, picked_idx, *, labeled_i
     """
     vectors = vectors if isinstance(vectors, np.ndarray) else np.asarray(vectors)  # a memmap stays one
     n = _check_vectors(vectors, clusters)
-    picked = _row_indices(picked_idx, n, "picked_idx")
-    labeled = _row_indices(labeled_idx, n, "labeled_idx")
+    picked = row_indices(picked_idx, n, "picked_idx", unique=True)
+    labeled = row_indices(labeled_idx, n, "labeled_idx", unique=True)
     _check_options(picked, labeled, n_random, small_cluster_size, delta, max_distance_rows)
     class_codes, class_names = _class_codes(class_labels, n)
     rng = np.random.default_rng(seed)
@@ -308,24 +309,6 @@ def _check_vectors(vectors: np.ndarray, clusters: ClusterResult) -> int:
         raise InvalidInputError(f"clusters has labels for {len(clusters.labels)} samples but there are {shape[0]} "
                                 "vectors; cluster these same vectors (cluster_embeddings).")
     return shape[0]
-
-
-def _row_indices(idx, n: int, name: str) -> np.ndarray:
-    """(k,) int64 copy of ``idx`` (None: empty), checked: 1-D integers in [0, n), no duplicates."""
-    arr = np.asarray([] if idx is None else idx)
-    if arr.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-        raise InvalidInputError(f"{name} must be a 1-D sequence of integer row numbers, got dtype {arr.dtype} and "
-                                f"shape {arr.shape}.")
-    if arr.min() < 0 or arr.max() >= n:
-        raise InvalidInputError(f"{name} holds row numbers outside [0, {n}) (min {arr.min()}, max {arr.max()}); "
-                                "indices refer to rows of the vectors passed.")
-    values, counts = np.unique(arr, return_counts=True)
-    if (counts > 1).any():
-        raise InvalidInputError(f"{name} repeats {int((counts > 1).sum())} row numbers (first {values[counts > 1][0]});"
-                                " each row can be in it once.")
-    return arr.astype(np.int64)
 
 
 def _check_options(picked: np.ndarray, labeled: np.ndarray, n_random, small_cluster_size, delta,

@@ -21,6 +21,7 @@ import numpy as np
 
 from curate_loop.curation.clustering import (NOISE, ClusterResult, as_unit_vectors, cluster_embeddings, group_rows,
                                              kmeans_labels, mean_knn_sq_dist)
+from curate_loop.curation.rows import row_mask
 from curate_loop.errors import InvalidInputError
 
 TYPICALITY_NEIGHBORS = 20  # TypiClust's choice
@@ -65,7 +66,7 @@ def select_random(n_pool: int, k: int, seed: int = 0, labeled_idx=None) -> np.nd
     """``k`` distinct pool rows drawn uniformly among those not labeled yet."""
     if isinstance(n_pool, bool) or not isinstance(n_pool, (int, np.integer)) or n_pool < 1:
         raise InvalidInputError(f"n_pool must be a positive number of samples, got {n_pool!r}.")
-    available = ~_index_mask(labeled_idx, n_pool, "labeled_idx")
+    available = ~row_mask(labeled_idx, n_pool, "labeled_idx")
     _check_k(k, int(available.sum()))
     return np.random.default_rng(seed).choice(np.flatnonzero(available), k, replace=False).astype(np.int64)
 
@@ -73,7 +74,7 @@ def select_random(n_pool: int, k: int, seed: int = 0, labeled_idx=None) -> np.nd
 def select_kcenter(vectors, k: int, labeled_idx=None, seed: int = 0) -> np.ndarray:
     """k-center greedy: each pick the sample farthest from everything picked or labeled (random first pick)."""
     unit = as_unit_vectors(vectors)
-    labeled = _index_mask(labeled_idx, len(unit), "labeled_idx")
+    labeled = row_mask(labeled_idx, len(unit), "labeled_idx")
     _check_k(k, int((~labeled).sum()))
     if labeled.any():
         dist = _two_nearest(unit, unit[labeled])[1] ** 2
@@ -94,7 +95,7 @@ def select_kcenter(vectors, k: int, labeled_idx=None, seed: int = 0) -> np.ndarr
 def select_typicality(vectors, k: int, labeled_idx=None, seed: int = 0) -> np.ndarray:
     """The ``k`` most typical unlabeled samples of the whole pool, most typical first (dense regions only)."""
     unit = as_unit_vectors(vectors)
-    labeled = _index_mask(labeled_idx, len(unit), "labeled_idx")
+    labeled = row_mask(labeled_idx, len(unit), "labeled_idx")
     _check_k(k, int((~labeled).sum()))
     order = np.argsort(mean_knn_sq_dist(unit, TYPICALITY_NEIGHBORS, seed=seed), kind="stable")
     return order[~labeled[order]][:k].astype(np.int64)
@@ -107,7 +108,7 @@ def select_typiclust(vectors, k: int, labeled_idx=None, seed: int = 0) -> np.nda
     members of the same cluster.
     """
     unit = as_unit_vectors(vectors)
-    labeled = _index_mask(labeled_idx, len(unit), "labeled_idx")
+    labeled = row_mask(labeled_idx, len(unit), "labeled_idx")
     _check_k(k, int((~labeled).sum()))
     picker = _Picker(unit, labeled, np.zeros(len(unit), dtype=bool), near_dup_threshold=None)
     budget = _budget_partition(unit, k, int(labeled.sum()), seed)
@@ -139,8 +140,8 @@ def select_cluster_balanced(vectors, k: int, *, clusters: ClusterResult | None =
     """
     unit = as_unit_vectors(vectors)
     n = len(unit)
-    labeled = _index_mask(labeled_idx, n, "labeled_idx")
-    excluded = _index_mask(exclude_idx, n, "exclude_idx")
+    labeled = row_mask(labeled_idx, n, "labeled_idx")
+    excluded = row_mask(exclude_idx, n, "exclude_idx")
     _check_k(k, int((~labeled & ~excluded).sum()))
     if near_dup_threshold is not None and not -1.0 <= near_dup_threshold <= 1.0:
         raise InvalidInputError(f"near_dup_threshold is a cosine similarity in [-1, 1] (or None), "
@@ -402,21 +403,3 @@ def _check_k(k, n_available: int) -> None:
     if k > n_available:
         raise InvalidInputError(f"k={k} is more than the {n_available} samples that can be selected (not labeled, "
                                 f"not excluded); ask for at most {n_available}.")
-
-
-def _index_mask(idx, n: int, name: str) -> np.ndarray:
-    """(n,) bool mask of the rows in ``idx`` (None: none), which must be integer row numbers in [0, n)."""
-    mask = np.zeros(n, dtype=bool)
-    if idx is None:
-        return mask
-    arr = np.asarray(idx)
-    if arr.size == 0:
-        return mask
-    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-        raise InvalidInputError(f"{name} must be a 1-D sequence of integer row numbers, got dtype {arr.dtype} and "
-                                f"shape {arr.shape}.")
-    if arr.min() < 0 or arr.max() >= n:
-        raise InvalidInputError(f"{name} holds row numbers outside [0, {n}) (min {arr.min()}, max {arr.max()}); "
-                                "indices refer to rows of the vectors passed.")
-    mask[arr] = True
-    return mask
