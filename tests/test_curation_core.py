@@ -209,6 +209,6 @@ def test_kmeans_works_at_full_width_until_the_work_budget_then_projects():
 
     assert kmeans_dims(100_000, 512, 1_000) == 512  # 5e10: full width (projecting to 64 cost half the coverage)
     assert kmeans_dims(1_000_000, 512, 10_000) == KMEANS_REDUCED_DIMS  # 5e12: never below the floor
-    dims = kmeans_dims(400_000, 512, 2_000)
-    assert KMEANS_REDUCED_DIMS < dims < 512 and 400_000 * 2_000 * dims <= LARGE_KMEANS_WORK
+    assert kmeans_dims(1_000_000, 512, 500) == KMEANS_REDUCED_DIMS  # past the budget: no wide, costly copy
+    assert 100_000 * 512 * 1_000 <= LARGE_KMEANS_WORK < 1_000_000 * 512 * 500
     assert kmeans_dims(10, 8, 3) == 8

@@ -93,6 +93,32 @@ def test_a_crash_between_curate_and_push_is_repaired_by_running_again(loop_setup
     assert dataset.count_values(BATCH_FIELD)["batch_03"] == BUDGET
 
 
+def test_a_crash_right_after_the_pull_ends_as_an_uninterrupted_run(loop_setup, ls_env):
+    """The pull is applied, then the run dies before curating: the re-run applies nothing twice, still counts that
+    pull in its iteration, and picks and pushes the next batch."""
+    from curate_loop.loop.simulate import answer_batch
+
+    dataset, manifest, _ = loop_setup
+    assert answer_batch(dataset, "batch_03", url=ls_env.url, api_key=ls_env.token) == BUDGET
+    with pytest.raises(RuntimeError, match="simulated crash after pull"):
+        run_iteration(manifest, api_key=ls_env.token, crash_after="pull")
+    assert [it["iteration"] for it in history(dataset)] == [1, 2, 3]
+    batch_03 = dataset.load_saved_view("batch_03")
+    applied = {s.id: sorted(d.id for d in s.ground_truth.detections) for s in batch_03}
+    assert all(applied.values())  # the crashed run did apply the answers
+
+    again = run_iteration(manifest, api_key=ls_env.token)
+    assert again.iteration == 4 and again.pulled["batch_03"]["applied"] == BUDGET  # counted once, here
+    assert again.pulled["batch_03"]["labels_added"] == sum(len(v) for v in applied.values())
+    assert {s.id: sorted(d.id for d in s.ground_truth.detections) for s in batch_03} == applied  # not re-applied
+    # (random-weight CLIP makes many pool images near-duplicates of picked ones, so fewer than BUDGET may be left)
+    assert 0 < again.selected == again.pushed == len(dataset.load_saved_view("batch_04"))
+    earlier = set().union(*(dataset.load_saved_view(f"batch_0{i}").values("id") for i in (1, 2, 3)))
+    batch_04 = dataset.load_saved_view("batch_04").values("id")
+    assert not set(batch_04) & earlier and sorted(_ls_tasks(ls_env, dataset, "batch_04")) == sorted(batch_04)
+    assert [it["iteration"] for it in history(dataset)] == [1, 2, 3, 4]
+
+
 def test_cli_run_status_and_an_invalid_manifest(loop_setup, ls_env, tmp_path):
     dataset, manifest, path = loop_setup
     runner = CliRunner()

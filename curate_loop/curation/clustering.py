@@ -29,10 +29,10 @@ DENSITY_NEIGHBORS = 10
 KNN_NUMPY_MAX = 2_000  # up to here a full distance matrix is cheap, and faiss's threads cost more than they save
 KNN_MAX_REFERENCE = 10_000  # neighbours are searched among at most this many members, so a cluster costs O(size)
 SMALL_KMEANS_WORK = 100_000_000  # points x clusters x dims up to which scikit-learn's k-means is used (~1 s)
-# Above this (e.g. 1M x 10k clusters x 512 dims: ~30 min on 2 cores), k-means runs on a PCA projection with as
-# many dims as keep the work under it (at least KMEANS_REDUCED_DIMS), trained on at most
-# KMEANS_LARGE_POINTS_PER_CENTROID points per centroid: ~1 min. Projecting costs coverage: 1,000 Zipf-sized planted
-# clusters in 100k x 512, a 1,000-pick batch reached 43% of them at full width, 25% at 64 dims (random: 22%).
+# Above this (e.g. 1M x 10k clusters x 512 dims: ~30 min on 2 cores), k-means runs on a PCA projection to
+# KMEANS_REDUCED_DIMS, trained on at most KMEANS_LARGE_POINTS_PER_CENTROID points per centroid: ~1 min. Projecting
+# costs coverage: 1,000 Zipf-sized planted clusters in 100k x 512, a 1,000-pick batch reached 43% of them at full
+# width, 25% at 64 dims (random: 22%); so the full width is kept up to 100k x 1,000 clusters x 512 dims and more.
 LARGE_KMEANS_WORK = 200_000_000_000
 KMEANS_REDUCED_DIMS = 64
 KMEANS_LARGE_POINTS_PER_CENTROID = 32
@@ -184,10 +184,11 @@ def kmeans_labels(unit: np.ndarray, n_clusters: int, *, seed: int = 0) -> np.nda
 
 def kmeans_dims(n: int, dim: int, n_clusters: int) -> int:
     """The width k-means works at: the full ``dim`` while n x clusters x dim stays under ``LARGE_KMEANS_WORK``,
-    else as many PCA dims as keep it there, never fewer than ``KMEANS_REDUCED_DIMS``."""
+    else ``KMEANS_REDUCED_DIMS`` PCA dims (a wider projection is a copy of the data almost as large as the data:
+    at 1M x 512, 400 dims took the peak memory from 6.3 to 7.5 GB)."""
     if n * dim * n_clusters <= LARGE_KMEANS_WORK:
         return dim
-    return min(dim, max(KMEANS_REDUCED_DIMS, int(LARGE_KMEANS_WORK // (n * n_clusters))))
+    return min(dim, KMEANS_REDUCED_DIMS)
 
 
 def _pca_project(data: np.ndarray, dims: int, seed: int) -> np.ndarray:

@@ -104,7 +104,9 @@ def run_iteration(manifest: Manifest, *, simulate_annotator: bool = False, truth
                                manifest_path=manifest.source)
     with _labelstudio(manifest, dataset, url, api_key) as (ls_url, ls_key):
         step(0.02, "pulling finished batches")
-        summary.pulled = pull_finished(dataset, ls_url, ls_key)
+        # a crashed run's pulls (applied, not in the history yet) belong to this iteration, as they would have
+        since = max((it["started_at"] + it["seconds"] for it in done), default=0.0)
+        summary.pulled = {**pulled_since(dataset, since), **pull_finished(dataset, ls_url, ls_key)}
         _maybe_crash(crash_after, "pull")
         step(0.2, "embedding new samples")
         summary.embedded = _embed(dataset, manifest)
@@ -162,6 +164,23 @@ def _labelstudio(manifest: Manifest, dataset, url: str | None, api_key: str | No
                 os.environ["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"] = previous
 
 
+def _pull_counts(pull: dict) -> dict:
+    counts = {k: v for k, v in pull.items() if isinstance(v, (int, float, str)) and k != "pulled_at"}
+    return {**counts, "conflicts": len(pull.get("conflicts") or [])}
+
+
+def pulled_since(dataset, since: float) -> dict:
+    """batch -> counts of its latest pull made after ``since`` (e.g. by a run that crashed before recording)."""
+    from curate_loop.runs.labelstudio import list_pushed_batches, pulls
+
+    found = {}
+    for batch in list_pushed_batches(dataset):
+        recent = [p for p in pulls(dataset, batch) if p.get("pulled_at", 0) > since and not p.get("undone_at")]
+        if recent:
+            found[batch] = _pull_counts(recent[-1])
+    return found
+
+
 def pull_finished(dataset, url: str | None, api_key: str | None) -> dict:
     """Pull every pushed batch that has finished annotations; batch -> what the pull changed."""
     from curate_loop.runs.labelstudio import batch_status, list_pushed_batches, pull_batch
@@ -173,9 +192,7 @@ def pull_finished(dataset, url: str | None, api_key: str | None) -> dict:
             raise InvalidInputError(f"Label Studio at {url} does not answer; nothing was pulled. Start it (or fix "
                                     "labelstudio.url in the manifest) and run again.")
         if status["state"] in ("in_progress", "annotated"):
-            result = pull_batch(dataset, batch, url=url, api_key=api_key)
-            counts = {k: v for k, v in asdict(result).items() if isinstance(v, (int, float, str))}
-            pulled[batch] = {**counts, "conflicts": len(result.conflicts)}
+            pulled[batch] = _pull_counts(asdict(pull_batch(dataset, batch, url=url, api_key=api_key)))
     return pulled
 
 

@@ -494,6 +494,12 @@ def batch_status(dataset, batch: str, *, url: str | None = None, api_key: str | 
     return status
 
 
+def pulls(dataset, batch: str) -> list[dict]:
+    """Every pull of ``batch`` so far, oldest first: its counts (``PullSummary`` fields) and ``pulled_at``."""
+    record = _load_record(dataset._dataset, batch)
+    return [{k: v for k, v in p.items() if k != "previous"} for p in (record or {}).get("pulls", [])]
+
+
 def tab_url(record: dict) -> str:
     """The batch's Data Manager tab in Label Studio (its project page when the tab is not known)."""
     project = f"{record['url'].rstrip('/')}/projects/{record['project_id']}/data"
