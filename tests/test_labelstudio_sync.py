@@ -197,23 +197,21 @@ def test_push_interrupted_at_a_random_point_then_rerun_has_no_duplicates(example
     ds, ids = _clone(example_dataset, 12, min_dets=1)
     rng = random.Random(seed)
     stop_at = rng.randrange(1, 6)  # chunks of 2: somewhere in the 6 chunks
-    real = Connection.call
+    real = Connection.import_tasks
     calls = {"imports": 0}
 
-    def flaky(self, what, fn, *args, **kwargs):
-        if getattr(fn, "__name__", "") != "import_tasks":
-            return real(self, what, fn, *args, **kwargs)
+    def flaky(self, project_id, tasks, *, what):
         calls["imports"] += 1
-        result = real(self, what, fn, *args, **kwargs)
+        result = real(self, project_id, tasks, what=what)
         if calls["imports"] == stop_at:
-            real(self, what, fn, *args, **kwargs)  # what an SDK retry after a lost answer does: the chunk twice
+            real(self, project_id, tasks, what=what)  # what a retry after a lost answer does: the chunk twice
             raise KeyboardInterrupt
         return result
 
-    monkeypatch.setattr(Connection, "call", flaky)
+    monkeypatch.setattr(Connection, "import_tasks", flaky)
     with pytest.raises(KeyboardInterrupt):
         _push(ds, labelstudio, chunk_size=2)
-    monkeypatch.setattr(Connection, "call", real)
+    monkeypatch.setattr(Connection, "import_tasks", real)
     conn = _conn(labelstudio)
     project_id = ls_tasks.find_project(conn, ds.name, "ground_truth").id
     partial = _tasks_by_sample(conn, project_id)
@@ -231,18 +229,17 @@ def test_lost_answer_is_listed_again_not_reimported(example_dataset, labelstudio
     import httpx
 
     ds, ids = _clone(example_dataset, 6, min_dets=1)
-    real = Connection.call
+    real = Connection.import_tasks
     calls = {"imports": 0}
 
-    def lost(self, what, fn, *args, **kwargs):
-        if getattr(fn, "__name__", "") == "import_tasks":
-            calls["imports"] += 1
-            if calls["imports"] == 2:
-                real(self, what, fn, *args, **kwargs)
-                raise self.translate(httpx.ReadTimeout("timed out"), what)
-        return real(self, what, fn, *args, **kwargs)
+    def lost(self, project_id, tasks, *, what):
+        calls["imports"] += 1
+        if calls["imports"] == 2:
+            real(self, project_id, tasks, what=what)
+            raise self.translate(httpx.ReadTimeout("timed out"), what)
+        return real(self, project_id, tasks, what=what)
 
-    monkeypatch.setattr(Connection, "call", lost)
+    monkeypatch.setattr(Connection, "import_tasks", lost)
     summary = _push(ds, labelstudio, chunk_size=2)
     assert summary.tasks == 6 and summary.duplicates_deleted == 0
     after = _tasks_by_sample(_conn(labelstudio), summary.project_id)

@@ -1,8 +1,8 @@
 """One connection to a Label Studio server: the SDK client for writes, paged JSON reads, errors translated once.
 
-Writes go through label-studio-sdk with ``max_retries=0``: the SDK would otherwise re-send a POST after a timeout
-or a 5xx, and an import that reached the server would then create its tasks twice. Callers make writes safe to
-repeat themselves (see :mod:`.tasks`). Reads are idempotent, so :meth:`Connection.get_json` retries them.
+Writes go through label-studio-sdk with ``max_retries=0``, and task imports (the one large write) through plain httpx,
+which never retries: the SDK would otherwise re-send a POST after a timeout or a 5xx, and an import that reached the
+server would then create its tasks twice. Callers make writes safe to repeat themselves (see :mod:`.tasks`). Reads are idempotent, so :meth:`Connection.get_json` retries them.
 
 The API key lives in the SDK client's headers only: never in ``repr``, messages or logs.
 """
@@ -112,6 +112,23 @@ class Connection:
                 if response.status_code < 500 or attempt == READ_RETRIES:
                     break
             time.sleep(READ_RETRY_DELAY_S * (attempt + 1))
+        return self._json(response, what)
+
+    def import_tasks(self, project_id: int, tasks: list[dict], *, what: str) -> list[int]:
+        """POST ``tasks`` to the project's import, sent once (never retried); the created task ids in input order.
+
+        Plain ``json.dumps`` through httpx: the SDK's generic request encoder walks every value of every task in
+        Python (a third of a second per 1,000 tasks with pre-annotations, a fifth of the whole push)."""
+        try:
+            response = self._http.post(f"/api/projects/{project_id}/import", params={"return_task_ids": "true"},
+                                       content=json.dumps(tasks), timeout=self._http.timeout,
+                                       headers={**self._headers(), "Content-Type": "application/json"})
+        except httpx.TransportError as exc:
+            raise self.translate(exc, what) from exc
+        return list(self._json(response, what).get("task_ids") or [])
+
+    def _json(self, response: httpx.Response, what: str) -> Any:
+        """The body of a finished request as JSON, or our error for its status."""
         if response.status_code in (401, 403):
             raise LabelStudioAuthError(f"Label Studio at {self.url} rejected the {key_kind(self._secret)} (HTTP "
                                        f"{response.status_code}) while {what}. {SETUP_HINT}")

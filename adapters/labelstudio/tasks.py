@@ -71,14 +71,15 @@ def find_project(conn: Connection, dataset_name: str, label_field: str, project_
 
 def ensure_project(conn: Connection, dataset_name: str, label_field: str, kind: str, classes: list[str],
                    project_id: int | None = None):
-    """The project, created on first use; its config grows to offer every class in ``classes``."""
+    """``(project, fresh)``: the project, created on first use (``fresh``: created by this call, so it holds no
+    storage, tab or task yet); its config grows to offer every class in ``classes``."""
     project = find_project(conn, dataset_name, label_field, project_id)
     if project is None:
         config = label_config(kind, classes)
         try:
             return conn.call("creating the project", conn.sdk.projects.create,
                              title=project_title(dataset_name, label_field),
-                             description=project_key(dataset_name, label_field), label_config=config)
+                             description=project_key(dataset_name, label_field), label_config=config), True
         except LabelStudioUnreachable:
             # The POST may have landed: look before anyone creates a second one.
             project = find_project(conn, dataset_name, label_field)
@@ -89,7 +90,7 @@ def ensure_project(conn: Connection, dataset_name: str, label_field: str, kind: 
     if wanted != current:
         project = conn.call("adding classes to the label config", conn.sdk.projects.update, id=project.id,
                             label_config=label_config(kind, wanted))
-    return project
+    return project, False
 
 
 # -- media ---------------------------------------------------------------------------------------------------------
@@ -178,10 +179,13 @@ def upload_files(conn: Connection, project_id: int, paths: list[str], *,
     return urls
 
 
-def ensure_local_storage(conn: Connection, project_id: int, folder: str, sample_url: str) -> None:
+def ensure_local_storage(conn: Connection, project_id: int, folder: str, sample_url: str, *,
+                         fresh: bool = False) -> None:
     """A local-files storage on the project covering ``folder`` (Label Studio serves local files only from such
-    storages), and a check that the server really sees ``sample_url`` (same filesystem)."""
-    storages = conn.call("listing local storages", conn.sdk.import_storage.local.list, project=project_id)
+    storages), and a check that the server really sees ``sample_url`` (same filesystem). ``fresh``: the project was
+    just created, so there is no storage to look for."""
+    storages = [] if fresh else conn.call("listing local storages", conn.sdk.import_storage.local.list,
+                                          project=project_id)
     if not any(folder == s.path or folder.startswith((s.path or "").rstrip("/") + "/") for s in storages):
         conn.call(f"adding local-files storage {folder}", conn.sdk.import_storage.local.create, project=project_id,
                   path=folder, title="curate-loop media", use_blob_urls=True)
@@ -193,9 +197,10 @@ def ensure_local_storage(conn: Connection, project_id: int, folder: str, sample_
             "same folder as the client's.")
 
 
-def ensure_view(conn: Connection, project_id: int, batch: str) -> int:
-    """The Data Manager tab of ``batch`` (its tasks, highest priority first); created once."""
-    views = conn.call("listing Data Manager tabs", conn.sdk.views.list, project=project_id)
+def ensure_view(conn: Connection, project_id: int, batch: str, *, fresh: bool = False) -> int:
+    """The Data Manager tab of ``batch`` (its tasks, highest priority first); created once (``fresh``: the project
+    was just created, so there is none to look for)."""
+    views = [] if fresh else conn.call("listing Data Manager tabs", conn.sdk.views.list, project=project_id)
     for view in views:
         if (view.data or {}).get("title") == batch:
             return view.id
@@ -235,13 +240,14 @@ def _index(tasks: list[dict]) -> dict[str, list[dict]]:
 
 def import_missing(conn: Connection, project_id: int, batch: str, tasks: list[dict], *,
                    chunk_size: int = CHUNK_SIZE, progress: Progress | None = None,
-                   max_rounds: int = 3) -> ImportReport:
+                   max_rounds: int = 3, fresh: bool = False) -> ImportReport:
     """Import the ``tasks`` (each with ``data[SAMPLE_KEY]`` and ``data[BATCH_KEY] == batch``) that the project does
-    not hold yet, then make sure each sample has exactly one task of this batch."""
+    not hold yet, then make sure each sample has exactly one task of this batch. ``fresh``: the project was just
+    created, so it holds no task to look up."""
     step = progress or (lambda fraction, label: None)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    existing = _index(batch_tasks(conn, project_id, batch))
+    existing = {} if fresh else _index(batch_tasks(conn, project_id, batch))
     had_duplicates = any(len(v) > 1 for v in existing.values())
     already = sum(1 for t in tasks if str(t["data"][SAMPLE_KEY]) in existing)
     created, ambiguous = 0, 0
@@ -253,15 +259,17 @@ def import_missing(conn: Connection, project_id: int, batch: str, tasks: list[di
         for start in range(0, len(missing), chunk_size):
             chunk = missing[start:start + chunk_size]
             try:
-                response = conn.call(f"importing tasks {start + 1}-{start + len(chunk)} of {len(missing)}",
-                                     conn.sdk.projects.import_tasks, id=project_id, request=chunk,
-                                     return_task_ids=True)
+                ids = conn.import_tasks(project_id, chunk,
+                                        what=f"importing tasks {start + 1}-{start + len(chunk)} of {len(missing)}")
             except LabelStudioUnreachable:
                 ambiguous += 1
                 uncertain = True  # it may have landed: list again before importing anything else
                 logger.warning("An import POST got no answer; listing the batch again before going on")
                 break
-            ids = list(response.task_ids or [])
+            if len(ids) != len(chunk):  # an asynchronous import (non-Community editions) answers without ids
+                uncertain = True
+                logger.warning("The server did not return the new task ids; listing the batch again before going on")
+                break
             for task, task_id in zip(chunk, ids):
                 existing.setdefault(str(task["data"][SAMPLE_KEY]), []).append({"id": task_id, "data": task["data"],
                                                                                "total_annotations": 0})

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from curate_loop.adapters.labelstudio import tasks as ls_tasks
@@ -130,29 +131,33 @@ def push_batch(dataset, batch: str, label_field: str, *, url: str | None = None,
     step(0.02, "reading the batch")
     if members.exists("metadata.width", False).count():
         members.exists("metadata.width", False).compute_metadata()
-    tasks = _build_tasks(dataset, members, batch, label_field, kind, ls_tasks.document_root(document_root))
-    conn = connection or connect(url, api_key)
-    try:
-        record = _load_record(dataset, batch)
-        if record and record["label_field"] != label_field:
-            raise InvalidInputError(f"Batch {batch!r} was pushed with label field {record['label_field']!r}; push it "
-                                    f"with that field, or pick another batch for {label_field!r}.")
-        step(0.1, "preparing the project")
-        project_id = _known_project(dataset, label_field, conn.url)
-        project = ls_tasks.ensure_project(conn, dataset.name, label_field, kind,
-                                          _classes(dataset, label_field, kind, classes), project_id)
-        urls, folders = tasks.pop("urls"), tasks.pop("folders")
-        for folder in folders:
-            first_local = next(u for u in urls if u and u.startswith(ls_tasks.LOCAL_FILES_PREFIX))
-            ls_tasks.ensure_local_storage(conn, project.id, folder, first_local)
-        uploaded = _upload_missing_media(conn, project.id, batch, tasks["tasks"], urls, tasks.pop("filepaths"),
-                                         progress=lambda f, label: step(0.1 + 0.05 * f, label))
-        view_id = ls_tasks.ensure_view(conn, project.id, batch)
-        report = ls_tasks.import_missing(conn, project.id, batch, tasks["tasks"], chunk_size=chunk_size,
-                                         progress=lambda f, label: step(0.15 + 0.8 * f, label))
-    finally:
-        if connection is None:
-            conn.close()
+    record = _load_record(dataset, batch)
+    if record and record["label_field"] != label_field:
+        raise InvalidInputError(f"Batch {batch!r} was pushed with label field {record['label_field']!r}; push it "
+                                f"with that field, or pick another batch for {label_field!r}.")
+    classes = _classes(dataset, label_field, kind, classes)
+    # The batch is read from MongoDB while the server finds or creates the project: neither waits for the other.
+    with ThreadPoolExecutor(1) as pool:
+        building = pool.submit(_build_tasks, dataset, members, batch, label_field, kind,
+                               ls_tasks.document_root(document_root))
+        conn = connection or connect(url, api_key)
+        try:
+            step(0.1, "preparing the project")
+            project, fresh = ls_tasks.ensure_project(conn, dataset.name, label_field, kind, classes,
+                                                     _known_project(dataset, label_field, conn.url))
+            tasks = building.result()
+            urls, folders = tasks.pop("urls"), tasks.pop("folders")
+            for folder in folders:
+                first_local = next(u for u in urls if u and u.startswith(ls_tasks.LOCAL_FILES_PREFIX))
+                ls_tasks.ensure_local_storage(conn, project.id, folder, first_local, fresh=fresh)
+            uploaded = _upload_missing_media(conn, project.id, batch, tasks["tasks"], urls, tasks.pop("filepaths"),
+                                             fresh=fresh, progress=lambda f, label: step(0.1 + 0.05 * f, label))
+            view_id = ls_tasks.ensure_view(conn, project.id, batch, fresh=fresh)
+            report = ls_tasks.import_missing(conn, project.id, batch, tasks["tasks"], chunk_size=chunk_size,
+                                             fresh=fresh, progress=lambda f, label: step(0.15 + 0.8 * f, label))
+        finally:
+            if connection is None:
+                conn.close()
     summary = PushSummary(batch=batch, label_field=label_field, url=conn.url, project_id=project.id,
                           project_title=project.title, view_id=view_id, tasks=len(report.task_ids),
                           created=report.created, already_there=report.already_there,
@@ -192,14 +197,15 @@ def _build_tasks(dataset, members, batch: str, label_field: str, kind: str, root
 
 
 def _upload_missing_media(conn, project_id: int, batch: str, tasks: list[dict], urls: list, filepaths: list[str], *,
-                          progress: Progress) -> int:
+                          fresh: bool, progress: Progress) -> int:
     """Give every task an image URL: the ones the server cannot read from disk or the cloud are uploaded, except
-    for samples that already have a task of this batch (a re-run reuses that task's URL). Returns the uploads."""
+    for samples that already have a task of this batch (a re-run reuses that task's URL; a ``fresh`` project has
+    none). Returns the uploads."""
     missing = [i for i, url in enumerate(urls) if url is None]
     if not missing:
         return 0
-    existing = {t["data"].get(SAMPLE_KEY): t["data"].get(IMAGE_KEY)
-                for t in ls_tasks.batch_tasks(conn, project_id, batch, include="id,data")}
+    existing = {} if fresh else {t["data"].get(SAMPLE_KEY): t["data"].get(IMAGE_KEY)
+                                 for t in ls_tasks.batch_tasks(conn, project_id, batch, include="id,data")}
     to_upload = sorted({filepaths[i] for i in missing if not existing.get(tasks[i]["data"][SAMPLE_KEY])})
     uploaded = ls_tasks.upload_files(conn, project_id, to_upload, progress=progress) if to_upload else {}
     for i in missing:
