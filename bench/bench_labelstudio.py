@@ -4,7 +4,9 @@ same annotations) and FiftyOne's built-in backend (``annotate(backend="labelstud
 its default upload mode and in its local-files mode, on the same 1,000 samples.
 
 Everything runs against one local Label Studio server the bench starts (its own data dir, local-files root = the
-bench's media folder) and a throwaway FiftyOne database. Annotations are made on the server in one request with
+bench's media folder) and a throwaway FiftyOne database. Each 1,000-task figure, ours and the anchors' alike, is the
+median of ``REPEATS`` runs (a fresh project each; a pull is undone between runs): single runs on a 2-core machine
+vary by +-20%, as much as the margins the targets ask for. Annotations are made on the server in one request with
 the Data Manager action "predictions to annotations", for ours and the built-in backend alike. Progress goes to
 stderr; stdout gets the one ``BENCH {json}`` line.
 """
@@ -20,6 +22,7 @@ import time
 from pathlib import Path
 
 N_SMALL, N_LARGE, BOXES, SIZE, SEED = 1_000, 10_000, 3, (64, 48), 0
+REPEATS = 3
 TARGET = {"push_vs_raw": 1.5, "pull_vs_raw": 1.5, "speedup_vs_builtin": 3.0, "push_10k_seconds": 30.0}
 
 
@@ -67,6 +70,20 @@ def _timed(fn):
     return time.perf_counter() - started, value
 
 
+def _median_timed(fn, before=None) -> tuple[float, list[float], list]:
+    """``fn(i)`` timed for ``i`` in ``range(REPEATS)``, ``before(i)`` (untimed) first: (median, times, values)."""
+    import statistics
+
+    times, values = [], []
+    for i in range(REPEATS):
+        if before:
+            before(i)
+        seconds, value = _timed(lambda: fn(i))
+        times.append(round(seconds, 2))
+        values.append(value)
+    return statistics.median(times), times, values
+
+
 def main() -> None:
     from curate_loop.paths import curate_loop_home
 
@@ -95,20 +112,27 @@ def main() -> None:
     kw = {"url": server.url, "api_key": server.token, "document_root": media}
     result = {"name": "labelstudio_sync", "ours": {}, "anchors": {}}
     try:
-        small, large = _dataset(f"bench-ls-1k-{os.getpid()}", paths[:N_SMALL]), \
-            _dataset(f"bench-ls-10k-{os.getpid()}", paths)
+        small = _dataset(f"bench-ls-1k-{os.getpid()}", paths[:N_SMALL])
+        large = _dataset(f"bench-ls-10k-{os.getpid()}", paths)
+        copies = [small.clone(f"bench-ls-1k-{os.getpid()}-{i}") for i in range(REPEATS)]  # a project each
 
         # -- ours --
-        push_1k, summary = _timed(lambda: sync.push_batch(small, "bench", "ground_truth", **kw))
-        _log(f"ours: push 1k {push_1k:.1f} s ({summary.tasks} tasks)")
-        repush_1k, _ = _timed(lambda: sync.push_batch(small, "bench", "ground_truth", **kw))
+        push_1k, push_times, summaries = _median_timed(
+            lambda i: sync.push_batch(copies[i], "bench", "ground_truth", **kw))
+        summary = summaries[-1]
+        _log(f"ours: push 1k {push_times} s ({summary.tasks} tasks)")
+        repush_1k, _ = _timed(lambda: sync.push_batch(copies[-1], "bench", "ground_truth", **kw))
         push_10k, summary10 = _timed(lambda: sync.push_batch(large, "bench", "ground_truth", **kw))
         _log(f"ours: push 10k {push_10k:.1f} s ({summary10.tasks} tasks); re-push 1k {repush_1k:.2f} s")
         _annotate_all(conn, summary.project_id)
-        pull_1k, pulled = _timed(lambda: sync.pull_batch(small, "bench", **{k: kw[k] for k in ("url", "api_key")}))
-        _log(f"ours: pull 1k {pull_1k:.1f} s ({pulled.applied} applied, {pulled.changed_samples} changed)")
+        read_kw = {k: kw[k] for k in ("url", "api_key")}
+        pull_1k, pull_times, pulls = _median_timed(lambda i: sync.pull_batch(copies[-1], "bench", **read_kw),
+                                                    before=lambda i: i and sync.undo_pull(copies[-1], "bench"))
+        pulled = pulls[-1]
+        _log(f"ours: pull 1k {pull_times} s ({pulled.applied} applied, {pulled.changed_samples} changed)")
         result["ours"] = {"push_1k_s": round(push_1k, 2), "push_10k_s": round(push_10k, 2),
                           "repush_1k_s": round(repush_1k, 2), "pull_1k_s": round(pull_1k, 2),
+                          "push_1k_runs_s": push_times, "pull_1k_runs_s": pull_times,
                           "pulled_applied": pulled.applied, "pulled_changed": pulled.changed_samples}
 
         # -- the server's own limit: the same task JSON in one raw import; one raw read of the annotations --
@@ -117,17 +141,21 @@ def main() -> None:
         built10 = sync._build_tasks(large, sync.batch_members(large, "bench"), "bench", "ground_truth",
                                     "detections", media.resolve())
         config = conn.sdk.projects.get(id=summary.project_id).label_config
-        raw_project = conn.sdk.projects.create(title="raw import 1k", label_config=config)
-        raw_1k, _ = _timed(lambda: conn.sdk.projects.import_tasks(id=raw_project.id, request=built["tasks"],
-                                                                  return_task_ids=True))
+        raw_projects = [conn.sdk.projects.create(title=f"raw import 1k {i}", label_config=config).id
+                        for i in range(REPEATS)]
+        raw_1k, raw_1k_times, _ = _median_timed(lambda i: conn.sdk.projects.import_tasks(
+            id=raw_projects[i], request=built["tasks"], return_task_ids=True))
         raw_project10 = conn.sdk.projects.create(title="raw import 10k", label_config=config)
         raw_10k, _ = _timed(lambda: conn.sdk.projects.import_tasks(id=raw_project10.id, request=built10["tasks"],
                                                                    return_task_ids=True))
-        raw_read, n_read = _timed(lambda: sum(len(t.annotations or []) for t in conn.sdk.tasks.list(
-            project=summary.project_id, fields="all", page_size=500)))
-        _log(f"raw: import 1k {raw_1k:.1f} s, import 10k {raw_10k:.1f} s, read {n_read} annotations {raw_read:.1f} s")
+        raw_read, raw_read_times, n_read = _median_timed(lambda i: sum(
+            len(t.annotations or []) for t in conn.sdk.tasks.list(project=summary.project_id, fields="all",
+                                                                  page_size=500)))
+        _log(f"raw: import 1k {raw_1k_times} s, import 10k {raw_10k:.1f} s, read {n_read} annotations "
+             f"{raw_read_times} s")
         result["anchors"]["raw_server"] = {"import_1k_s": round(raw_1k, 2), "import_10k_s": round(raw_10k, 2),
-                                           "read_1k_annotations_s": round(raw_read, 2)}
+                                           "read_1k_annotations_s": round(raw_read, 2),
+                                           "import_1k_runs_s": raw_1k_times, "read_1k_runs_s": raw_read_times}
 
         # -- FiftyOne's built-in backend, same 1,000 samples --
         builtin = {}
@@ -143,16 +171,18 @@ def main() -> None:
                                       "projects_left_behind": len(left),
                                       "tasks_in_them": sum(p.task_number or 0 for p in left)}
         _log(f"built-in upload mode: {builtin['upload_mode']}")
-        local = small.clone(f"bench-ls-builtin-local-{os.getpid()}")
+        locals_ = [small.clone(f"bench-ls-builtin-local-{os.getpid()}-{i}") for i in range(REPEATS)]
         os.environ["LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED"] = "true"
         os.environ["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"] = str(media)
         try:
-            push_s, anno = _timed(lambda: local.annotate("local", backend="labelstudio", label_field="ground_truth",
-                                                         url=server.url, api_key=server.token))
-            project_id = anno.project_id if hasattr(anno, "project_id") else max(p.id for p in conn.sdk.projects.list())
-            _annotate_all(conn, project_id)
-            load_s, _ = _timed(lambda: local.load_annotations("local", url=server.url, api_key=server.token))
-            builtin["local_files_mode"] = {"push_s": round(push_s, 2), "load_s": round(load_s, 2), "ok": True}
+            push_s, push_runs, annotations = _median_timed(lambda i: locals_[i].annotate(
+                "local", backend="labelstudio", label_field="ground_truth", url=server.url, api_key=server.token))
+            for anno in annotations:
+                _annotate_all(conn, anno.project_id)
+            load_s, load_runs, _ = _median_timed(lambda i: locals_[i].load_annotations(
+                "local", url=server.url, api_key=server.token))
+            builtin["local_files_mode"] = {"push_s": round(push_s, 2), "load_s": round(load_s, 2), "ok": True,
+                                           "push_runs_s": push_runs, "load_runs_s": load_runs}
         except Exception as exc:  # noqa: BLE001
             builtin["local_files_mode"] = {"ok": False, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
         _log(f"built-in local-files mode: {builtin['local_files_mode']}")
@@ -177,7 +207,8 @@ def main() -> None:
                           and ratios["pull_vs_raw"] <= TARGET["pull_vs_raw"] and push_10k <= TARGET["push_10k_seconds"]
                           and min(ratios.get("push_speedup_vs_builtin", 0), ratios.get("pull_speedup_vs_builtin", 0))
                           >= TARGET["speedup_vs_builtin"])
-    result["setup"] = {"n_small": N_SMALL, "n_large": N_LARGE, "boxes_per_image": BOXES, "image_size": SIZE,
+    result["setup"] = {"n_small": N_SMALL, "n_large": N_LARGE, "repeats_1k": REPEATS, "boxes_per_image": BOXES,
+                       "image_size": SIZE,
                        "threads": len(os.sched_getaffinity(0)), "load_average_1m": round(os.getloadavg()[0], 2)}
     print("BENCH " + json.dumps(result), flush=True)
 
