@@ -1,8 +1,9 @@
 """One connection to a Label Studio server: the SDK client for writes, paged JSON reads, errors translated once.
 
-Writes go through label-studio-sdk with ``max_retries=0``, and task imports (the one large write) through plain httpx,
-which never retries: the SDK would otherwise re-send a POST after a timeout or a 5xx, and an import that reached the
-server would then create its tasks twice. Callers make writes safe to repeat themselves (see :mod:`.tasks`). Reads are idempotent, so :meth:`Connection.get_json` retries them.
+Writes go through label-studio-sdk with ``max_retries=0``, and task imports (the one large write) through plain
+httpx, which never retries: the SDK would otherwise re-send a POST after a timeout or a 5xx, and an import that
+reached the server would then create its tasks twice. Callers make writes safe to repeat themselves (see
+:mod:`.tasks`). Reads are idempotent, so :meth:`Connection.get_json` retries them.
 
 The API key lives in the SDK client's headers only: never in ``repr``, messages or logs.
 """
