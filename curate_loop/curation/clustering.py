@@ -27,6 +27,7 @@ HDBSCAN_MAX_POINTS = 200_000  # 100k points in 16 dims took ~1 min on 2 cores he
 HDBSCAN_DIMS = 16  # digits: 16 PCA dims separate the classes (cluster purity .99), 8 do not (.88)
 DENSITY_NEIGHBORS = 10
 KNN_NUMPY_MAX = 2_000  # up to here a full distance matrix is cheap, and faiss's threads cost more than they save
+UNIT_BLOCK_ROWS = 65_536  # rows per block of the finiteness check in as_unit_vectors (32 MB of booleans at 512 dims)
 KNN_MAX_REFERENCE = 10_000  # neighbours are searched among at most this many members, so a cluster costs O(size)
 SMALL_KMEANS_WORK = 100_000_000  # points x clusters x dims up to which scikit-learn's k-means is used (~1 s)
 # Above this (e.g. 1M x 10k clusters x 512 dims: ~30 min on 2 cores), k-means runs on a PCA projection to
@@ -79,16 +80,20 @@ def as_unit_vectors(vectors, *, min_rows: int = 1) -> np.ndarray:
         raise InvalidInputError(f"Need at least {min_rows} embeddings, got {len(arr)}; add samples to the pool.")
     if not np.issubdtype(arr.dtype, np.number):
         raise InvalidInputError(f"Embeddings must be numeric, got dtype {arr.dtype}.")
-    arr = arr.astype(np.float32)
-    bad = ~np.isfinite(arr).all(axis=1)
+    # One copy, normalised in place; the checks run in row blocks: at 1M x 512 every full-size temporary is 2 GB
+    # (or 0.5 GB as booleans), which a plain astype / isfinite / norm / divide chain made four of.
+    arr = np.array(arr, dtype=np.float32)
+    bad = np.concatenate([~np.isfinite(arr[start:start + UNIT_BLOCK_ROWS]).all(axis=1)
+                          for start in range(0, len(arr), UNIT_BLOCK_ROWS)])
     if bad.any():
         raise InvalidInputError(f"{bad.sum()} embeddings contain NaN or inf (first at row {np.argmax(bad)}); "
                                 "recompute them or leave those samples out.")
-    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    norms = np.sqrt(np.einsum("ij,ij->i", arr, arr))[:, None]
     if (norms == 0).any():
         raise InvalidInputError(f"{int((norms == 0).sum())} embeddings are all zeros (first at row "
                                 f"{int(np.argmax(norms[:, 0] == 0))}); they have no direction, leave them out.")
-    return arr / norms
+    arr /= norms
+    return arr
 
 
 def mean_knn_sq_dist(points: np.ndarray, k: int, *, seed: int = 0) -> np.ndarray:
