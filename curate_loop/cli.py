@@ -175,6 +175,9 @@ class _ProgressBar:
 
 
 _tag_option = click.option("--tag", "tags", multiple=True, help="Only samples with this tag (repeatable).")
+_min_cluster_size_option = click.option(
+    "--min-cluster-size", type=click.IntRange(2), default=None,
+    help="Smallest group that counts as a cluster (default: sqrt(pool size) / 3; lower it for finer clusters).")
 
 
 @cli.group()
@@ -329,10 +332,12 @@ def curate() -> None:
               default="cluster_balanced", show_default=True)
 @click.option("--label-field", help="Samples with labels here are labeled (default: ground_truth when present).")
 @click.option("--class-field", help="Labels or predictions to measure class coverage with, when there are any.")
+@_min_cluster_size_option
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Pick an existing batch again (its samples go back to the pool).")
 @_tag_option
-def curate_select(dataset_name, batch_name, k, key, strategy, label_field, class_field, seed, overwrite, tags):
+def curate_select(dataset_name, batch_name, k, key, strategy, label_field, class_field, min_cluster_size, seed,
+                  overwrite, tags):
     """Pick BATCH_NAME: K samples to label next, with a report against random picks of the same size."""
     from curate_loop.runs.curation import select_batch
     from curate_loop.runs.datasets import open_dataset, tagged_view
@@ -340,7 +345,8 @@ def curate_select(dataset_name, batch_name, k, key, strategy, label_field, class
     view = tagged_view(open_dataset(dataset_name), tags)
     with _ProgressBar("curating") as bar:
         summary = select_batch(view, batch_name, k, key, strategy=strategy, label_field=label_field,
-                               class_field=class_field, seed=seed, overwrite=overwrite, progress=bar)
+                               class_field=class_field, min_cluster_size=min_cluster_size, seed=seed,
+                               overwrite=overwrite, progress=bar)
     click.echo(f"Batch {summary.name!r}: {summary.picked} of {summary.pool_size} pool samples "
                f"({summary.strategy}); saved view {summary.view_name!r}.")
     click.echo(f"  clusters reached {summary.clusters_reached}/{summary.clusters}, sparse {summary.sparse_reached}/"
@@ -361,15 +367,16 @@ def curate_select(dataset_name, batch_name, k, key, strategy, label_field, class
 @curate.command("edges")
 @click.argument("dataset_name")
 @click.option("--key", default="clip", show_default=True, help="Image or object embeddings run.")
+@_min_cluster_size_option
 @_tag_option
-def curate_edges(dataset_name, key, tags):
+def curate_edges(dataset_name, key, min_cluster_size, tags):
     """Score edge cases (rare, outlying samples or objects); saved view edge_cases, highest first."""
     from curate_loop.runs.datasets import open_dataset, tagged_view
     from curate_loop.runs.edges import score_edge_cases
 
     view = tagged_view(open_dataset(dataset_name), tags)
     with _ProgressBar("edge cases") as bar:
-        summary = score_edge_cases(view, key, progress=bar)
+        summary = score_edge_cases(view, key, min_cluster_size=min_cluster_size, progress=bar)
     click.echo(f"Scored {summary.scored} {summary.level}s: {summary.sparse_clusters} sparse of {summary.clusters} "
                f"clusters, {summary.noise} outliers; saved view {summary.view_name!r}.")
 

@@ -33,6 +33,17 @@ def _open_saved_view(ctx, name):
     ctx.ops.set_view(view=ctx.dataset.load_saved_view(name))
 
 
+def _min_cluster_size_input(inputs):
+    inputs.int("min_cluster_size", required=False, label="Smallest cluster (samples)",
+               description="Empty: the square root of the pool size / 3, which grows with the pool; lower it to see "
+                           "finer clusters")
+
+
+def _min_cluster_size(params):
+    value = params.get("min_cluster_size")
+    return None if value in (None, "") else int(value)
+
+
 class SelectBatch(foo.Operator):
     @property
     def config(self):
@@ -65,6 +76,7 @@ class SelectBatch(foo.Operator):
         if fields:
             default = resolve_label_field(ctx.dataset, None) or fields[0]
             _dropdown(inputs, "label_field", fields, "Labeled samples are those with", default=default)
+        _min_cluster_size_input(inputs)
         inputs.bool("overwrite", default=False, label="Replace a batch of the same name")
         return types.Property(inputs, view=types.View(label="Pick the next labeling batch"))
 
@@ -77,7 +89,8 @@ class SelectBatch(foo.Operator):
         p = ctx.params
         summary = select_batch(ctx.target_view(), p["name"], int(p["k"]), p["key"],
                                strategy=p.get("strategy", "cluster_balanced"), label_field=p.get("label_field"),
-                               overwrite=bool(p.get("overwrite")), progress=_progress(ctx))
+                               min_cluster_size=_min_cluster_size(p), overwrite=bool(p.get("overwrite")),
+                               progress=_progress(ctx))
         ctx.trigger("reload_dataset")
         if not ctx.delegated:
             _open_saved_view(ctx, summary.view_name)
@@ -116,6 +129,7 @@ class ScoreEdgeCases(foo.Operator):
         if not keys:
             return _no_embeddings(inputs, "")
         _dropdown(inputs, "key", keys, "Embeddings (images or objects)")
+        _min_cluster_size_input(inputs)
         return types.Property(inputs, view=types.View(label="Score edge cases"))
 
     def resolve_delegation(self, ctx):
@@ -124,7 +138,8 @@ class ScoreEdgeCases(foo.Operator):
     def execute(self, ctx):
         from curate_loop.runs.edges import score_edge_cases
 
-        summary = score_edge_cases(ctx.target_view(), ctx.params["key"], progress=_progress(ctx))
+        summary = score_edge_cases(ctx.target_view(), ctx.params["key"],
+                                   min_cluster_size=_min_cluster_size(ctx.params), progress=_progress(ctx))
         ctx.trigger("reload_dataset")
         if not ctx.delegated:
             _open_saved_view(ctx, summary.view_name)

@@ -159,6 +159,22 @@ def test_bad_curation_input_says_what_to_do_and_writes_nothing(curated):
     assert "too_big" not in curated.list_runs()
 
 
+def test_a_smaller_min_cluster_size_finds_finer_clusters_and_is_recorded(curated):
+    coarse = select_batch(curated, "coarse", 4, "desc", report=False)
+    fine = select_batch(curated, "fine", 4, "desc", min_cluster_size=2, report=False)
+    assert fine.clusters > coarse.clusters
+    assert curated.get_run_info("fine").config.min_cluster_size == 2
+    assert curated.get_run_info("coarse").config.min_cluster_size is None
+    with pytest.raises(InvalidInputError, match="min_cluster_size must be at least 2"):
+        select_batch(curated, "too_fine", 4, "desc", min_cluster_size=1)
+    assert "too_fine" not in curated.list_runs()
+    out = CliRunner().invoke(cli, ["curate", "edges", curated.name, "--key", "desc", "--min-cluster-size", "2"],
+                             catch_exceptions=False).output
+    assert f"of {fine.clusters} clusters" in out
+    for name in ("coarse", "fine"):
+        delete_batch(curated, name)
+
+
 def test_balanced_subset_lifts_the_rarest_class(curated):
     result = select_balanced_subset(curated.match_tags("labeled"), "test_set", 10, "ground_truth")
     assert result["picked"] == 10 and len(curated.match_tags("test_set")) == 10

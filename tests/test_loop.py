@@ -132,6 +132,10 @@ def test_cli_run_status_and_an_invalid_manifest(loop_setup, ls_env, tmp_path):
     assert result.exit_code != 0
     assert "curation.budget: Input should be greater than or equal to 1" in result.output
     assert "curation.stratgy: unknown key" in result.output
+    bad.write_text("dataset: x\nclasses: ['0']\ncuration: {min_cluster_size: 1}\n")
+    result = runner.invoke(cli, ["run", str(bad)])
+    assert result.exit_code != 0 and "curation.min_cluster_size: Input should be greater than or equal to 2" in \
+        result.output
     with pytest.raises(InvalidInputError, match="must not hold an API key"):
         bad.write_text("dataset: x\nclasses: ['0']\nlabelstudio: {api_key: secret}\n")
         load_manifest(bad)

@@ -40,6 +40,7 @@ class Curation(_Strict):
     budget: int = Field(50, ge=1, description="samples per batch")
     strategy: Literal["cluster_balanced", "typicality", "kcenter", "random"] = "cluster_balanced"
     near_duplicate_threshold: float = Field(0.98, gt=0, le=1)
+    min_cluster_size: int | None = Field(None, ge=2, description="null: sqrt(pool size) / 3")
     batch_prefix: str = "batch"
 
     @field_validator("batch_prefix")

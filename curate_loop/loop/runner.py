@@ -248,7 +248,8 @@ def _curate(dataset, manifest: Manifest, summary: IterationSummary) -> bool:
         return False
     picked = select_batch(dataset, summary.batch, k, manifest.embeddings.key,
                           strategy=manifest.curation.strategy, label_field=manifest.label_field,
-                          near_dup_threshold=manifest.curation.near_duplicate_threshold)
+                          near_dup_threshold=manifest.curation.near_duplicate_threshold,
+                          min_cluster_size=manifest.curation.min_cluster_size)
     summary.selected, summary.report_path = picked.picked, picked.report_path
     return True
 

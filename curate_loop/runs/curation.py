@@ -62,9 +62,13 @@ def batch_view_name(name: str) -> str:
 
 def select_batch(samples, name: str, k: int, embeddings_key: str = "clip", *, strategy: str = "cluster_balanced",
                  label_field: str | None = None, class_field: str | None = None,
-                 near_dup_threshold: float | None = DEFAULT_NEAR_DUP_THRESHOLD, seed: int = 0,
-                 overwrite: bool = False, report: bool = True, progress: Progress | None = None) -> BatchSummary:
-    """Pick ``k`` samples of ``samples`` to label next, tag them with batch ``name`` and write the report."""
+                 near_dup_threshold: float | None = DEFAULT_NEAR_DUP_THRESHOLD, min_cluster_size: int | None = None,
+                 seed: int = 0, overwrite: bool = False, report: bool = True,
+                 progress: Progress | None = None) -> BatchSummary:
+    """Pick ``k`` samples of ``samples`` to label next, tag them with batch ``name`` and write the report.
+
+    ``min_cluster_size``: the smallest group that counts as a cluster of its own (default ``sqrt(n) / 3``, which
+    grows with the pool: lower it to see finer clusters in a large one)."""
     started = time.perf_counter()
     step = progress or (lambda fraction, label: None)
     dataset = samples._dataset
@@ -89,7 +93,7 @@ def select_batch(samples, name: str, k: int, embeddings_key: str = "clip", *, st
                                 f"queued or excluded), got {k!r}.")
 
     step(0.15, f"clustering {len(ids)} samples")
-    clusters = cluster_embeddings(vectors, seed=seed)
+    clusters = cluster_embeddings(vectors, min_cluster_size=min_cluster_size, seed=seed)
     step(0.45, f"selecting {k} with {strategy}")
     picks, reasons, skipped = _pick(strategy, vectors, k, clusters, state, near_dup_threshold, seed)
 
@@ -129,7 +133,8 @@ def select_batch(samples, name: str, k: int, embeddings_key: str = "clip", *, st
 
         summary.report_path = str(write_report(html, report_path(dataset, name)))
     summary.seconds = round(time.perf_counter() - started, 2)
-    _record(dataset, name, summary, metrics, embeddings_key, label_field, class_field, near_dup_threshold, seed)
+    _record(dataset, name, summary, metrics, embeddings_key, label_field, class_field, near_dup_threshold,
+            min_cluster_size, seed)
     step(1.0, f"batch {name!r}: {len(picks)} samples")
     return summary
 
@@ -190,10 +195,11 @@ def _write_batch(dataset, name: str, sample_ids: np.ndarray, reasons: list[str],
     dataset.save_view(batch_view_name(name), dataset.match(F(BATCH_FIELD) == name), overwrite=True)
 
 
-def _record(dataset, name, summary, metrics, embeddings_key, label_field, class_field, near_dup_threshold, seed):
+def _record(dataset, name, summary, metrics, embeddings_key, label_field, class_field, near_dup_threshold,
+            min_cluster_size, seed):
     config = dataset.init_run(method=METHOD, embeddings_key=embeddings_key, strategy=summary.strategy, k=summary.k,
                               label_field=label_field, class_field=class_field,
-                              near_dup_threshold=near_dup_threshold, seed=seed)
+                              near_dup_threshold=near_dup_threshold, min_cluster_size=min_cluster_size, seed=seed)
     dataset.register_run(name, config, overwrite=True, cleanup=False)
     results = {k: v for k, v in summary.to_dict().items() if k != "sample_ids"}
     results["metrics"] = metrics

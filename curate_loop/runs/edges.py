@@ -43,9 +43,10 @@ def edge_run_key(embeddings_key: str) -> str:
     return f"{embeddings_key}_edges"
 
 
-def score_edge_cases(samples, embeddings_key: str = "clip", *, seed: int = 0,
+def score_edge_cases(samples, embeddings_key: str = "clip", *, min_cluster_size: int | None = None, seed: int = 0,
                      progress: Progress | None = None) -> EdgeSummary:
-    """Score every item of ``samples`` that has a vector; writes the fields and the ``edge_cases`` saved view."""
+    """Score every item of ``samples`` that has a vector; writes the fields and the ``edge_cases`` saved view.
+    ``min_cluster_size``: as for :func:`curate_loop.runs.curation.select_batch`."""
     from fiftyone import ViewField as F
 
     from curate_loop.curation.edges import edge_scores
@@ -60,7 +61,7 @@ def score_edge_cases(samples, embeddings_key: str = "clip", *, seed: int = 0,
         raise InvalidInputError(f"Edge scores need at least 3 items with {embeddings_key!r} vectors in this view, "
                                 f"found {len(ids)}; compute embeddings first.")
     step(0.2, f"clustering {len(ids)} items")
-    clusters = cluster_embeddings(vectors, seed=seed)
+    clusters = cluster_embeddings(vectors, min_cluster_size=min_cluster_size, seed=seed)
     step(0.5, "scoring")
     scores = np.round(edge_scores(vectors, seed=seed), 6)
     kinds = np.where(clusters.labels < 0, "noise", clusters.kinds[np.maximum(clusters.labels, 0)])
