@@ -23,7 +23,9 @@ import warnings
 import numpy as np
 
 BUDGETS = (10, 20, 50, 100)
-SEEDS = tuple(range(int(os.environ.get("CURATE_LOOP_BENCH_SEEDS", "10"))))
+# 20: at K >= 50 ours and TypiClust differ by a few picks, and over 10 seeds the paired standard error (.002 to .004)
+# was as large as the differences themselves.
+SEEDS = tuple(range(int(os.environ.get("CURATE_LOOP_BENCH_SEEDS", "20"))))
 TEST_SIZE = 0.3
 METRICS = ("knn1", "logreg")
 ANCHORS = ("random", "kcenter", "typiclust")

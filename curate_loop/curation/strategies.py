@@ -9,8 +9,9 @@ All functions take embeddings (n, dim) and return row indices; geometry is cosin
 - ``select_typiclust``: TypiClust (Hacohen et al., ICML 2022), k-means into budget + labeled clusters, the most
   typical sample of each uncovered cluster, largest first; the strongest known low-budget choice.
 - ``select_cluster_balanced``: ours. TypiClust's budget-sized partition with medoids as picks in large clusters,
-  every natural cluster reached once the budget allows (a quota for sparse ones before that), dense clusters
-  down-weighted, and near-duplicates of picked or labeled samples skipped.
+  every natural cluster reached once the budget allows (a quota for sparse ones before that), each pick then moved
+  within its cluster to where it covers the most given its neighbours, dense clusters down-weighted, and
+  near-duplicates of picked or labeled samples skipped.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ DEFAULT_SPARSE_QUOTA = 0.1  # share of a budget too small to reach every cluster
 DEFAULT_DENSE_WEIGHT = 0.5  # a dense cluster's samples count half when picks compete
 CENTRALITY_REFERENCE = 2_000  # a medoid is found against at most this many sampled members: O(size) per cluster
 COST_SAMPLE = 10_000  # how well picks represent the pool is measured on at most this many samples
+REFINE_PASSES = 2  # digits: a third pass moves almost nothing
+KERNEL_WIDTH = 2.0  # coverage kernel's variance, in units of the cluster's median typicality distance
+REFINE_NEIGHBORS = 16  # the other picks and labeled samples, nearest to a pick, that can cover its cluster's members
+REFINE_MAX_MEMBERS = 1_000  # a cluster's coverage is measured on at most this many sampled members
 
 REASON_REPRESENTATIVE = "representative"  # stands in for a budget-sized k-means cluster (TypiClust's partition)
 REASON_COVER = "cover-cluster"  # stands in for a natural cluster nothing else reached
@@ -132,6 +137,14 @@ def select_cluster_balanced(vectors, k: int, *, clusters: ClusterResult | None =
        unreached sparse clusters still do. Each takes the place of the pick that is cheapest to lose: the one whose
        samples the other picks serve best (sum over the pool of the distance to the nearest pick or labeled
        sample), never one that alone reaches its own cluster (for the quota: its own sparse cluster).
+    3. Refinement: each pick of step 1 moves, within its budget-sized cluster, to the member that covers the cluster
+       best given the picks and labeled samples around it (``REFINE_PASSES`` passes). Coverage is a Gaussian
+       kernel's: the sum over members of the kernel to their nearest pick or labeled sample, with a variance of
+       ``KERNEL_WIDTH`` times the cluster's median typicality distance. Typicality alone crowds a pick into the
+       densest spot, which the neighbours may serve already; a kernel this wide also rewards the cluster's middle.
+       Digits, 40 seeds, K=50 and 100: +.002 to +.005 accuracy over TypiClust, but for a tie of HOG 1-NN at K=100
+       (steps 1-2 alone picked TypiClust's very set at K=100). Picks of step 2 stay: each is the only one in its
+       natural cluster.
     Dense clusters are down-weighted: their samples count ``dense_weight`` in the ranking of step 1 and in the
     cost of step 2, so when picks compete, dense clusters give way first. Candidates whose cosine similarity to a
     labeled or picked sample exceeds ``near_dup_threshold`` are skipped (``None``: never). Labeled and excluded
@@ -170,7 +183,75 @@ def select_cluster_balanced(vectors, k: int, *, clusters: ClusterResult | None =
             slot = _swap_in(picker, clusters, members[cluster], cost, seed, quota=reason == REASON_SPARSE)
             if slot is not None:
                 reasons[slot] = reason
+    movable = np.asarray(reasons) == REASON_REPRESENTATIVE
+    _refine_by_coverage(picker, budget, movable, seed)
     return _result(picker, reasons, clusters)
+
+
+def _refine_by_coverage(picker: _Picker, budget: np.ndarray, movable: np.ndarray, seed: int) -> None:
+    """Move each ``movable`` pick, within its budget cluster, to the acceptable member that maximises the cluster's
+    kernel coverage given the picks and labeled samples nearest to it.
+
+    Per pass: one search for the ``REFINE_NEIGHBORS`` nearest anchors (picks or labeled samples) of each pick, then
+    per cluster a kernel between at most ``REFINE_MAX_MEMBERS`` sampled members: O(k x anchors + k x members^2),
+    nothing over the pool squared. Every move of a pass is judged against where the neighbours stood when it began
+    (moving one pick at a time against moved neighbours did worse on digits); near-duplicates are checked against
+    where they are now (a pick moves within its own cluster, so no farther pick can be one) and every labeled
+    sample."""
+    members = group_rows(budget, int(budget.max()) + 1)
+    rng = np.random.default_rng(seed)
+    n_picks = len(picker.picks)
+    labeled_rows = np.flatnonzero(picker.labeled)
+    for _ in range(REFINE_PASSES):
+        anchors = np.concatenate([np.asarray(picker.picks, dtype=np.int64), labeled_rows])
+        near = _nearest_rows(picker.unit[anchors[:n_picks]], picker.unit[anchors], REFINE_NEIGHBORS + 1)
+        moved = 0
+        for slot in np.flatnonzero(movable):
+            pick = picker.picks[slot]
+            rows = members[budget[pick]]
+            if len(rows) > REFINE_MAX_MEMBERS:
+                rows = np.union1d(rng.choice(rows, REFINE_MAX_MEMBERS, replace=False), [pick])
+            if len(rows) < 3:
+                continue
+            others = near[slot][near[slot] != slot]  # anchor numbers; a pick's is its slot
+            ranked = _coverage_ranking(picker.unit, rows, anchors[others], picker.available[rows] | (rows == pick))
+            stay = np.flatnonzero(ranked == pick)
+            better = ranked[:stay[0]] if len(stay) else ranked  # only a move that covers more than staying
+            now = np.where(others < n_picks, np.asarray(picker.picks)[np.minimum(others, n_picks - 1)],
+                           anchors[others])
+            row = picker.first_acceptable(better, picks=now)
+            if row is not None:
+                picker.replace(int(slot), row)
+                moved += 1
+        if moved == 0:
+            return
+
+
+def _nearest_rows(queries: np.ndarray, reference: np.ndarray, k: int) -> np.ndarray:
+    """(len(queries), min(k, len(reference))) reference row numbers nearest to each query, in no particular order."""
+    k = min(k, len(reference))
+    out = []
+    for block in _blocks(np.arange(len(queries)), size=1024):  # argpartition's int64 copy is 8 bytes a pair
+        sim = queries[block] @ reference.T
+        out.append(np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < len(reference)
+                   else np.tile(np.arange(len(reference)), (len(block), 1)))
+    return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
+
+
+def _coverage_ranking(unit: np.ndarray, rows: np.ndarray, neighbors: np.ndarray, selectable: np.ndarray) -> np.ndarray:
+    """The ``rows`` marked ``selectable`` (a mask over ``rows``), by the kernel coverage of all ``rows`` each would
+    give alongside ``neighbors``, best first."""
+    points = unit[rows]
+    width = KERNEL_WIDTH * float(np.median(mean_knn_sq_dist(points, min(TYPICALITY_NEIGHBORS, len(rows) // 2))))
+    if width <= 0:
+        return rows[:0]  # all members identical: nowhere better to go
+    covered = np.zeros(len(rows))
+    if len(neighbors):
+        to_neighbors = np.maximum(2 - 2 * points @ unit[neighbors].T, 0).min(axis=1)
+        covered = np.exp(-to_neighbors / (2 * width))
+    kernel = np.exp(-np.maximum(2 - 2 * points[selectable] @ points.T, 0) / (2 * width))
+    gain = np.maximum(kernel, covered[None, :]).sum(axis=1)
+    return rows[selectable][np.argsort(-gain, kind="stable")]
 
 
 def _clusters_to_reach(clusters: ClusterResult, labeled: np.ndarray, k: int,
@@ -269,16 +350,17 @@ class _Picker:
         self.available[row] = False
         self.picks[slot] = row
 
-    def first_acceptable(self, ranked: np.ndarray) -> int | None:
+    def first_acceptable(self, ranked: np.ndarray, picks: np.ndarray | None = None) -> int | None:
         """The first acceptable row of ``ranked``; near-duplicates met on the way are never offered again.
 
         Checked lazily, a few candidates at a time from the head of the ranking: a full pool-to-labeled search would
-        cost O(n x labeled) while the first candidate is usually the one."""
+        cost O(n x labeled) while the first candidate is usually the one. ``picks``: the picks to compare with
+        (default all), e.g. only those near a pick that moves within its cluster."""
         ranked = ranked[self.available[ranked]]
         start, chunk = 0, 8
         while start < len(ranked):
             candidates = ranked[start:start + chunk]
-            dup = self._near_duplicate(candidates)
+            dup = self._near_duplicate(candidates, self.picks if picks is None else picks)
             if not dup.all():
                 first = int(np.argmax(~dup))
                 self._drop(candidates[:first])
@@ -287,12 +369,12 @@ class _Picker:
             start, chunk = start + chunk, chunk * 2
         return None
 
-    def _near_duplicate(self, candidates: np.ndarray) -> np.ndarray:
+    def _near_duplicate(self, candidates: np.ndarray, picks) -> np.ndarray:
         dup = np.zeros(len(candidates), dtype=bool)
         if self.threshold is None:
             return dup
         vecs = self.unit[candidates]
-        for reference in (self._labeled_unit, self.unit[self.picks]):
+        for reference in (self._labeled_unit, self.unit[picks]):
             if len(reference):
                 dup |= (vecs @ reference.T).max(axis=1) > self.threshold
         return dup
