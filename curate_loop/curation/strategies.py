@@ -196,8 +196,8 @@ def _refine_by_coverage(picker: _Picker, budget: np.ndarray, movable: np.ndarray
     per cluster a kernel between at most ``REFINE_MAX_MEMBERS`` sampled members: O(k x anchors + k x members^2),
     nothing over the pool squared. Every move of a pass is judged against where the neighbours stood when it began
     (moving one pick at a time against moved neighbours did worse on digits); near-duplicates are checked against
-    where they are now (a pick moves within its own cluster, so no farther pick can be one) and every labeled
-    sample."""
+    where those neighbours are now and against every labeled sample (a pick moves within its own cluster: the
+    picks beyond its nearest ones sit in other parts of the pool)."""
     members = group_rows(budget, int(budget.max()) + 1)
     rng = np.random.default_rng(seed)
     n_picks = len(picker.picks)
@@ -205,9 +205,10 @@ def _refine_by_coverage(picker: _Picker, budget: np.ndarray, movable: np.ndarray
     for _ in range(REFINE_PASSES):
         anchors = np.concatenate([np.asarray(picker.picks, dtype=np.int64), labeled_rows])
         near = _nearest_rows(picker.unit[anchors[:n_picks]], picker.unit[anchors], REFINE_NEIGHBORS + 1)
+        now = anchors.copy()  # where each anchor is now: picks move during the pass
         moved = 0
         for slot in np.flatnonzero(movable):
-            pick = picker.picks[slot]
+            pick = now[slot]
             rows = members[budget[pick]]
             if len(rows) > REFINE_MAX_MEMBERS:
                 rows = np.union1d(rng.choice(rows, REFINE_MAX_MEMBERS, replace=False), [pick])
@@ -217,11 +218,10 @@ def _refine_by_coverage(picker: _Picker, budget: np.ndarray, movable: np.ndarray
             ranked = _coverage_ranking(picker.unit, rows, anchors[others], picker.available[rows] | (rows == pick))
             stay = np.flatnonzero(ranked == pick)
             better = ranked[:stay[0]] if len(stay) else ranked  # only a move that covers more than staying
-            now = np.where(others < n_picks, np.asarray(picker.picks)[np.minimum(others, n_picks - 1)],
-                           anchors[others])
-            row = picker.first_acceptable(better, picks=now)
+            row = picker.first_acceptable(better, picks=now[others])
             if row is not None:
                 picker.replace(int(slot), row)
+                now[slot] = row
                 moved += 1
         if moved == 0:
             return
