@@ -12,6 +12,7 @@ from conftest import loop_copy
 
 BUDGET = 6
 WAIT_MS = 240_000  # one iteration embeds the dataset and scans its boxes on 2 CPU cores
+UI_WAIT_MS = 60_000  # like the page's default timeout; expect() alone waits only 5 s (a busy CI machine took longer)
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +53,13 @@ def test_one_iteration_through_the_loop_panel(loop_app, labelstudio, chromium_pa
                 page.get_by_role("button", name="Dismiss").click()
             page.locator("[data-cy=new-panel-btn]").click()
             page.get_by_text("Curation loop", exact=True).click()
-            expect(page.get_by_text("No iteration yet")).to_be_visible()  # found the manifest by itself
+            # found the manifest by itself
+            expect(page.get_by_text("No iteration yet")).to_be_visible(timeout=UI_WAIT_MS)
 
             page.get_by_role("button", name="Run next iteration").click()
             expect(page.get_by_text(re.compile(r"Iteration 1: pulled 0 annotated tasks"))).to_be_visible(
                 timeout=WAIT_MS)
-            expect(page.get_by_text(re.compile(r"batch_01: pushed \(0/6 finished\)"))).to_be_visible()
+            expect(page.get_by_text(re.compile(r"batch_01: pushed \(0/6 finished\)"))).to_be_visible(timeout=UI_WAIT_MS)
             link = page.get_by_role("link", name="open in Label Studio")
             assert re.search(rf"^{re.escape(labelstudio.url)}/projects/\d+/data\?tab=\d+$", link.get_attribute("href"))
             page.screenshot(path=str(artifacts_dir / "loop_panel_pushed.png"))
@@ -66,11 +68,12 @@ def test_one_iteration_through_the_loop_panel(loop_app, labelstudio, chromium_pa
             dataset.reload()  # the App's server process pushed: read its run records
             assert answer_batch(dataset, "batch_01", url=labelstudio.url, api_key=labelstudio.token) == BUDGET
             page.get_by_role("button", name="Refresh").click()
-            expect(page.get_by_text(re.compile(r"batch_01: annotated \(6/6 finished\)"))).to_be_visible()
+            expect(page.get_by_text(re.compile(r"batch_01: annotated \(6/6 finished\)"))).to_be_visible(
+                timeout=UI_WAIT_MS)
 
             page.get_by_role("button", name="Pull finished batches").click()
             expect(page.get_by_text(re.compile(r"Pulled batch_01 \(6 tasks"))).to_be_visible(timeout=WAIT_MS)
-            expect(page.get_by_text(re.compile(r"batch_01: pulled"))).to_be_visible()
+            expect(page.get_by_text(re.compile(r"batch_01: pulled"))).to_be_visible(timeout=UI_WAIT_MS)
             page.screenshot(path=str(artifacts_dir / "loop_panel_pulled.png"))
         finally:
             browser.close()

@@ -163,7 +163,8 @@ def test_refinement_moves_a_pick_to_what_its_neighbours_leave_uncovered(with_nei
         picker = _Picker(unit, np.zeros(60, dtype=bool), np.zeros(60, dtype=bool), near_dup_threshold=0.9999)
         picker.picks = list(picks)
         picker.available[picks] = False
-        _refine_by_coverage(picker, budget, np.array([movable] + [True] * (len(picks) - 1)), seed=0)
+        _refine_by_coverage(picker, budget, np.array([movable] + [True] * (len(picks) - 1)),
+                            natural=np.full(60, NOISE), seed=0)
         moved_to = angles[picker.picks[0]]
         if not expect_moved:
             assert picker.picks[0] == 39
@@ -176,32 +177,49 @@ def test_refinement_moves_a_pick_to_what_its_neighbours_leave_uncovered(with_nei
 
 
 # -- quality on real images ----------------------------------------------------------------------------------------
+def digits_split(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """PCA-32 of digits' pixels (fitted on the pool): pool features and labels, test features and labels."""
+    from sklearn.datasets import load_digits
+    from sklearn.decomposition import PCA
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_digits(return_X_y=True)
+    pool, test = train_test_split(np.arange(len(y)), test_size=0.3, stratify=y, random_state=seed)
+    pca = PCA(32, random_state=seed).fit(x[pool])
+    return pca.transform(x[pool]), y[pool], pca.transform(x[test]), y[test]
+
+
 @pytest.mark.parametrize("k", [20, 100])
 def test_digits_quality(k):
     """1-NN on PCA-32 of digits, mean of 3 seeds: ours at least TypiClust's accuracy and > .1 above random at K=20;
     above TypiClust at K=100 (+.003 here), where only the refinement tells the two apart."""
-    from sklearn.datasets import load_digits
-    from sklearn.decomposition import PCA
-    from sklearn.model_selection import train_test_split
     from sklearn.neighbors import KNeighborsClassifier
 
-    x, y = load_digits(return_X_y=True)
     accuracy = {"ours": [], "typiclust": [], "random": []}
     for seed in range(3):
-        pool, test = train_test_split(np.arange(len(y)), test_size=0.3, stratify=y, random_state=seed)
-        pca = PCA(32, random_state=seed).fit(x[pool])
-        pool_x, test_x = pca.transform(x[pool]), pca.transform(x[test])
+        pool_x, pool_y, test_x, test_y = digits_split(seed)
         picks = {"ours": select_cluster_balanced(pool_x, k, seed=seed).indices,
-                 "typiclust": select_typiclust(pool_x, k, seed=seed), "random": select_random(len(pool), k, seed)}
+                 "typiclust": select_typiclust(pool_x, k, seed=seed), "random": select_random(len(pool_x), k, seed)}
         for name, idx in picks.items():
-            knn = KNeighborsClassifier(1).fit(pool_x[idx], y[pool][idx])
-            accuracy[name].append(knn.score(test_x, y[test]))
+            accuracy[name].append(KNeighborsClassifier(1).fit(pool_x[idx], pool_y[idx]).score(test_x, test_y))
     mean = {name: float(np.mean(v)) for name, v in accuracy.items()}
     if k == 20:
         assert mean["ours"] >= mean["typiclust"], mean
         assert mean["ours"] > mean["random"] + 0.1, mean
     else:  # without the refinement, both pick the very same 100
         assert mean["ours"] > mean["typiclust"], mean
+
+
+@pytest.mark.parametrize("seed", [0, 4, 5])
+def test_refinement_keeps_every_digits_cluster_reached(seed):
+    """K=20 on digits (12 to 15 natural clusters): before the refinement learnt to keep a pick that alone reaches its
+    natural cluster inside it, these seeds lost one or two clusters."""
+    pool_x = digits_split(seed)[0]
+    clusters = cluster_embeddings(pool_x, seed=seed)
+    assert clusters.n_clusters <= 20
+    result = select_cluster_balanced(pool_x, 20, clusters=clusters, seed=seed)
+    assert result.clusters_reached == clusters.n_clusters
+    assert set(clusters.labels[result.indices][clusters.labels[result.indices] >= 0]) == set(range(clusters.n_clusters))
 
 
 # -- bad input -----------------------------------------------------------------------------------------------------
