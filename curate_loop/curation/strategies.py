@@ -200,29 +200,38 @@ def _refine_by_coverage(picker: _Picker, budget: np.ndarray, movable: np.ndarray
     (moving one pick at a time against moved neighbours did worse on digits); near-duplicates are checked against
     where those neighbours are now and against every labeled sample (a pick moves within its own cluster: the
     picks beyond its nearest ones sit in other parts of the pool)."""
+    import faiss
+
     members = group_rows(budget, int(budget.max()) + 1)
     rng = np.random.default_rng(seed)
     n_picks = len(picker.picks)
     labeled_rows = np.flatnonzero(picker.labeled)
-    reached = np.concatenate([labeled_rows, picker.picks])
-    reach = np.bincount(natural[reached][natural[reached] >= 0], minlength=int(natural.max()) + 1)
+    reached = natural[np.concatenate([labeled_rows, picker.picks])]
+    reach = np.bincount(reached[reached >= 0], minlength=int(natural.max()) + 1)
+    typicality: dict[int, np.ndarray] = {}  # per budget cluster not sampled: the same in every pass
     for _ in range(REFINE_PASSES):
         anchors = np.concatenate([np.asarray(picker.picks, dtype=np.int64), labeled_rows])
-        near = _nearest_rows(picker.unit[anchors[:n_picks]], picker.unit[anchors], REFINE_NEIGHBORS + 1)
+        near = faiss.knn(picker.unit[anchors[:n_picks]], picker.unit[anchors],
+                         min(REFINE_NEIGHBORS + 1, len(anchors)), metric=faiss.METRIC_INNER_PRODUCT)[1]
         now = anchors.copy()  # where each anchor is now: picks move during the pass
         moved = 0
         for slot in np.flatnonzero(movable):
-            pick = now[slot]
-            rows = members[budget[pick]]
-            if len(rows) > REFINE_MAX_MEMBERS:
-                rows = np.union1d(rng.choice(rows, REFINE_MAX_MEMBERS, replace=False), [pick])
+            pick, cluster = now[slot], budget[now[slot]]
+            rows = members[cluster]
             if len(rows) < 3:
                 continue
+            if len(rows) > REFINE_MAX_MEMBERS:
+                rows = np.union1d(rng.choice(rows, REFINE_MAX_MEMBERS, replace=False), [pick])
+                typicality_dist = _typicality_dist(picker.unit[rows])
+            else:
+                if cluster not in typicality:
+                    typicality[cluster] = _typicality_dist(picker.unit[rows])
+                typicality_dist = typicality[cluster]
             others = near[slot][near[slot] != slot]  # anchor numbers; a pick's is its slot
             selectable = picker.available[rows] | (rows == pick)
             if natural[pick] != NOISE and reach[natural[pick]] == 1:
                 selectable &= natural[rows] == natural[pick]
-            ranked = _coverage_ranking(picker.unit, rows, anchors[others], selectable)
+            ranked = _coverage_ranking(picker.unit, rows, typicality_dist, anchors[others], selectable)
             stay = np.flatnonzero(ranked == pick)
             better = ranked[:stay[0]] if len(stay) else ranked  # only a move that covers more than staying
             row = picker.first_acceptable(better, picks=now[others])
@@ -237,25 +246,21 @@ def _refine_by_coverage(picker: _Picker, budget: np.ndarray, movable: np.ndarray
             return
 
 
-def _nearest_rows(queries: np.ndarray, reference: np.ndarray, k: int) -> np.ndarray:
-    """(len(queries), min(k, len(reference))) reference row numbers nearest to each query, in no particular order."""
-    k = min(k, len(reference))
-    out = []
-    for block in _blocks(np.arange(len(queries)), size=1024):  # argpartition's int64 copy is 8 bytes a pair
-        sim = queries[block] @ reference.T
-        out.append(np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < len(reference)
-                   else np.tile(np.arange(len(reference)), (len(block), 1)))
-    return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
+def _typicality_dist(points: np.ndarray, seed: int = 0) -> np.ndarray:
+    """TypiClust's typicality, as a distance (lower: more typical): the mean squared distance of each of ``points``
+    to its min(20, size / 2) nearest others."""
+    return mean_knn_sq_dist(points, min(TYPICALITY_NEIGHBORS, len(points) // 2), seed=seed)
 
 
-def _coverage_ranking(unit: np.ndarray, rows: np.ndarray, neighbors: np.ndarray, selectable: np.ndarray) -> np.ndarray:
-    """The ``rows`` marked ``selectable`` (a mask over ``rows``) and at least median-typical among them, by the kernel
-    coverage of all ``rows`` each would give alongside ``neighbors``, best first.
+def _coverage_ranking(unit: np.ndarray, rows: np.ndarray, typicality_dist: np.ndarray, neighbors: np.ndarray,
+                      selectable: np.ndarray) -> np.ndarray:
+    """The ``rows`` marked ``selectable`` (a mask over ``rows``) and at least median-typical among them
+    (``typicality_dist``, per row), by the kernel coverage of all ``rows`` each would give alongside ``neighbors``,
+    best first.
 
     Coverage chooses the spot; typicality keeps it off the cluster's thin edge, where a 1-NN classifier gains
     least (digits, HOG, K=50 and 100: from ties or losses to +.000 to +.003 over TypiClust)."""
     points = unit[rows]
-    typicality_dist = mean_knn_sq_dist(points, min(TYPICALITY_NEIGHBORS, len(rows) // 2))
     median = float(np.median(typicality_dist))
     if median <= 0:
         return rows[:0]  # most members identical: nowhere better to go
@@ -431,8 +436,7 @@ def _spend_by_cluster(picker: _Picker, budget: np.ndarray, k: int, *, weights: n
 
 def _most_typical_first(unit: np.ndarray, rows: np.ndarray, seed: int) -> np.ndarray:
     """``rows`` by typicality among themselves, highest first; as TypiClust, a small group uses half its size as k."""
-    k = min(TYPICALITY_NEIGHBORS, max(1, len(rows) // 2))
-    return rows[np.argsort(mean_knn_sq_dist(unit[rows], k, seed=seed), kind="stable")]
+    return rows[np.argsort(_typicality_dist(unit[rows], seed), kind="stable")]
 
 
 def _most_representative_first(unit: np.ndarray, rows: np.ndarray, seed: int) -> np.ndarray:
