@@ -3,32 +3,45 @@
 Data: scikit-learn's digits (1,797 8x8 images, 10 classes), each image standing for one object's crop; features
 computed from the pixels: PCA to 32 dimensions (fitted on all images, no labels involved), as in the issue's
 reference, and HOG (as in ``bench_curation_quality``), a feature set the detector's defaults were not tuned on.
-Noise, per seed, on an exact number of rows:
+Noise (``bench.noise``), per seed, on an exact number of rows, at 10/25/40%:
 - symmetric r: round(r * n) rows chosen at random get a different class, uniformly among the other nine;
-- pair-flip r: in every class c, round(r * n_c) rows chosen at random become c + 1 (mod 10).
-Rates 10/20/40%, ``CURATE_LOOP_BENCH_SEEDS`` seeds (default 5).
+- pair-flip r: in every class c, round(r * n_c) rows chosen at random become c + 1 (mod 10): the class-level
+  structure the detector's EM models;
+- instance r: in every class c, the round(r * n_c) rows nearest to another class's centroid (smallest
+  d(nearest other centroid) - d(own), plus a small seeded jitter) flip to that class. Distances are in the pixel
+  PCA-32 space for both feature sets, so PCA-32 and HOG get the same noisy labels; the noise follows the images,
+  not a class-level matrix, and sits where classes overlap (at 40% up to 60% of one given label is wrong).
+``CURATE_LOOP_BENCH_SEEDS`` seeds (default 5). The detector's defaults were chosen on PCA-32 pair-flip and symmetric
+noise and are not retuned here: the HOG and instance lines are the checks on what they were not chosen on.
 
 Methods, all on the same features and the same noisy labels:
 - ``ours``: ``curate_loop.mislabels.detect_mislabels`` with its defaults (score = 1 - P(true = given));
 - ``knn_vote``: the plain leave-one-out kNN vote inside ours (1 - its ``given_prob``), for reference;
-- ``cleanlab_datalab``: ``Datalab(...).find_issues(features=X, issue_types={"label": {}})``, 1 - ``label_score``
-  (a leave-one-out 10-NN vote);
-- ``cleanlab_normalized_margin``: ``cleanlab.rank.get_label_quality_scores(method="normalized_margin")`` on
+- ``cleanlab_datalab`` / ``cleanlab_datalab_k20``: ``Datalab(...).find_issues(features=X, issue_types={"label":
+  {"k": k}})`` with k = 10 (its default) / 20, 1 - ``label_score`` (a leave-one-out k-NN vote);
+- ``cleanlab_knn_normalized_margin``: ``cleanlab.rank.get_label_quality_scores(method="normalized_margin")`` on
   5-fold out-of-sample probabilities of a 10-NN cosine classifier (``KNeighborsClassifier``);
-- ``brain_logits`` / ``brain_confidence``: FiftyOne Brain's ``compute_mistakenness`` on those same 5-fold
+- ``cleanlab_logreg_self_confidence`` / ``cleanlab_logreg_normalized_margin``: the same function with
+  ``method="self_confidence"`` / ``"normalized_margin"`` on 5-fold out-of-sample probabilities of a logistic
+  regression (``StandardScaler`` then ``LogisticRegression(C=LOGREG_C[feature set], max_iter=1000)``, L2, lbfgs,
+  multinomial): cleanlab's documented input, a trained classifier's out-of-sample probabilities. C is strong
+  regularisation picked in cleanlab's favour on this data (``LOGREG_C``); ours keeps its defaults;
+- ``brain_logits`` / ``brain_confidence``: FiftyOne Brain's ``compute_mistakenness`` on the 10-NN 5-fold
   predictions (``Classification`` with logits = log(p), confidence = max p; ground truth = the noisy labels),
   with ``use_logits`` True / False, on PCA-32 only (5 s a run). It runs in a throwaway FiftyOne database
   (``curate-loop-bench-<pid>``, on a mongod in ``<curate-loop home>/bench/mongodb``), dropped at the end; a
   failure is recorded as its error text.
+The 5-fold splits are stratified on the noisy labels, shuffled with the noise seed.
 
 Metrics (mislabeled = positive, higher score = more suspect): AUROC, average precision (AP), precision@k (k = the
 true number of errors) and recall in the top 5% of the ranking; means over seeds. For ours also the largest error
-of the estimated noise matrix P(given | true) against the one the noise was drawn from, and the estimated noise
-rate. One ``BENCH`` line per feature set and noise setting, with ours - best cleanlab AP (mean and paired
-standard error), then one overall line. Target (issue 5): AP >= the best cleanlab variant in every setting, and
->= best + 0.10 at pair-flip 40%. Issue's reference (AP): symmetric ~.98 for all; pair-flip 20% kNN vote .91,
-Datalab .93, normalized margin .96; pair-flip 40% .66-.70 for every method. The detector's defaults were chosen on
-the PCA-32 settings; the HOG lines are the check on features they were not chosen on.
+of the estimated noise matrix P(given | true) against the one the noise was drawn from (for instance noise, the
+realised one), and the estimated noise rate. One ``BENCH`` line per feature set and noise setting, with ours - best
+cleanlab AP (the best of all five cleanlab variants in that setting by mean AP; mean and paired standard error),
+then one overall line with every cell and the worst and the best cell. Target (issue 5): AP >= the best cleanlab
+variant in every setting, and >= best + 0.10 at pair-flip 40%. Issue 5's reference (AP, PCA-32, 10-NN baselines):
+symmetric ~.98 for all; pair-flip 20% (a rate no longer run) kNN vote .91, Datalab .93, normalized margin .96;
+pair-flip 40% .66-.70 for every method.
 """
 
 from __future__ import annotations
@@ -41,15 +54,25 @@ import warnings
 
 import numpy as np
 
+from bench.noise import KINDS as NOISE_KINDS
+from bench.noise import inject_noise, noise_matrix
+
 SEEDS = tuple(range(int(os.environ.get("CURATE_LOOP_BENCH_SEEDS", "5"))))
-SETTINGS = tuple((kind, rate) for kind in ("symmetric", "pairflip") for rate in (0.1, 0.2, 0.4))
+SETTINGS = tuple((kind, rate) for kind in NOISE_KINDS for rate in (0.1, 0.25, 0.4))
 N_CLASSES = 10
 PCA_DIMS = 32
 CV_FOLDS = 5
 CV_NEIGHBORS = 10  # cleanlab's Datalab default k; the 5-fold classifier uses the same
+DATALAB_KS = {"cleanlab_datalab": 10, "cleanlab_datalab_k20": 20}
+# Set in the baseline's favour: the C from {0.0003, 0.001, 0.003, 0.01, 0.1, 1} that gave cleanlab's two logreg
+# scores their best mean AP on seed 0 at 25% noise (all three kinds; an interior optimum for both feature sets).
+# scikit-learn's default C = 1 fits the noisy labels: overconfident out-of-sample probabilities, AP up to .41 lower.
+LOGREG_C = {"pca32": 0.01, "hog": 0.001}
+LOGREG_MAX_ITER = 1000
 REVIEW_BUDGET = 0.05  # recall in the top 5% of the ranking
 TARGET_MARGIN = {("pairflip", 0.4): 0.10}  # AP over the best cleanlab variant; 0 elsewhere
-CLEANLAB = ("cleanlab_datalab", "cleanlab_normalized_margin")
+CLEANLAB = tuple(DATALAB_KS) + ("cleanlab_knn_normalized_margin", "cleanlab_logreg_self_confidence",
+                               "cleanlab_logreg_normalized_margin")
 METHODS = ("ours", "knn_vote") + CLEANLAB + ("brain_logits", "brain_confidence")
 METRICS = ("ap", "auroc", "precision_at_k", "recall_top5pct")
 
@@ -65,28 +88,6 @@ def digits_features() -> tuple[dict[str, np.ndarray], np.ndarray]:
     return {"pca32": pca.astype(np.float32), "hog": features["hog"]}, y
 
 
-def inject_noise(y: np.ndarray, kind: str, rate: float, seed: int) -> np.ndarray:
-    """Noisy copy of ``y``: symmetric (any other class) or pair-flip (c -> c + 1) on an exact number of rows."""
-    rng = np.random.default_rng(seed)
-    noisy = y.copy()
-    if kind == "symmetric":
-        rows = rng.choice(len(y), round(rate * len(y)), replace=False)
-        noisy[rows] = (y[rows] + rng.integers(1, N_CLASSES, len(rows))) % N_CLASSES
-        return noisy
-    for c in range(N_CLASSES):
-        members = np.flatnonzero(y == c)
-        rows = rng.choice(members, round(rate * len(members)), replace=False)
-        noisy[rows] = (c + 1) % N_CLASSES
-    return noisy
-
-
-def true_noise_matrix(kind: str, rate: float) -> np.ndarray:
-    """P(given=i | true=j) the noise was drawn from (columns sum to 1)."""
-    if kind == "symmetric":
-        return (1 - rate) * np.eye(N_CLASSES) + rate / (N_CLASSES - 1) * (1 - np.eye(N_CLASSES))
-    return (1 - rate) * np.eye(N_CLASSES) + rate * np.roll(np.eye(N_CLASSES), 1, axis=0)
-
-
 def ranking_metrics(is_error: np.ndarray, score: np.ndarray) -> dict[str, float]:
     from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -98,14 +99,21 @@ def ranking_metrics(is_error: np.ndarray, score: np.ndarray) -> dict[str, float]
             "recall_top5pct": float(is_error[order[:budget]].sum() / n_errors)}
 
 
-def out_of_sample_probs(x: np.ndarray, noisy: np.ndarray, seed: int) -> np.ndarray:
-    """(n, C) 5-fold out-of-sample class probabilities of a 10-NN cosine classifier trained on the noisy labels."""
+def out_of_sample_probs(x: np.ndarray, noisy: np.ndarray, seed: int, classifier: str,
+                        logreg_c: float = 1.0) -> np.ndarray:
+    """(n, C) 5-fold out-of-sample class probabilities of ``knn`` (10-NN cosine) or ``logreg`` (standardised
+    features, L2 logistic regression with inverse strength ``logreg_c``) trained on the noisy labels."""
+    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
+    models = {"knn": lambda: KNeighborsClassifier(CV_NEIGHBORS, metric="cosine"),
+              "logreg": lambda: make_pipeline(StandardScaler(),
+                                              LogisticRegression(C=logreg_c, max_iter=LOGREG_MAX_ITER))}
     folds = StratifiedKFold(CV_FOLDS, shuffle=True, random_state=seed)
-    return cross_val_predict(KNeighborsClassifier(CV_NEIGHBORS, metric="cosine"), x, noisy, cv=folds,
-                             method="predict_proba")
+    return cross_val_predict(models[classifier](), x, noisy, cv=folds, method="predict_proba")
 
 
 def score_ours(x, noisy) -> tuple[dict[str, np.ndarray], object]:
@@ -115,18 +123,18 @@ def score_ours(x, noisy) -> tuple[dict[str, np.ndarray], object]:
     return {"ours": result.score, "knn_vote": 1.0 - result.given_prob}, result
 
 
-def score_datalab(x, noisy) -> np.ndarray:
+def score_datalab(x, noisy, k: int) -> np.ndarray:
     from cleanlab import Datalab
 
     lab = Datalab(data={"label": noisy}, label_name="label", verbosity=0)
-    lab.find_issues(features=x, issue_types={"label": {}})
+    lab.find_issues(features=x, issue_types={"label": {"k": k}})
     return 1.0 - lab.get_issues("label")["label_score"].to_numpy()
 
 
-def score_normalized_margin(noisy, probs) -> np.ndarray:
+def score_label_quality(noisy, probs, method: str) -> np.ndarray:
     from cleanlab.rank import get_label_quality_scores
 
-    return 1.0 - get_label_quality_scores(noisy, probs, method="normalized_margin")
+    return 1.0 - get_label_quality_scores(noisy, probs, method=method)
 
 
 class BrainMistakenness:
@@ -190,29 +198,36 @@ def _import_fiftyone_in_throwaway_db():
     return fo, fob
 
 
-def run_setting(feature_set: str, kind: str, rate: float, x: np.ndarray, y: np.ndarray,
+def run_setting(feature_set: str, kind: str, rate: float, x: np.ndarray, y: np.ndarray, space: np.ndarray,
                 brain: BrainMistakenness | None) -> dict:
     per_method = {m: {metric: [] for metric in METRICS} for m in METHODS}
-    seconds = {m: [] for m in ("ours", "cleanlab_datalab", "cleanlab_normalized_margin", "brain")}
+    seconds = {m: [] for m in ("ours", *DATALAB_KS, "cleanlab_knn", "cleanlab_logreg", "brain")}
     errors, matrix_error, estimated_rate = {}, [], []
     for seed in SEEDS:
-        noisy = inject_noise(y, kind, rate, seed)
+        noisy = inject_noise(y, kind, rate, seed, space=space, n_classes=N_CLASSES)
         is_error = noisy != y
         started = time.perf_counter()
         scores, result = score_ours(x, noisy)
         seconds["ours"].append(time.perf_counter() - started)
-        matrix_error.append(float(np.abs(result.noise_matrix - true_noise_matrix(kind, rate)).max()))
+        truth = noise_matrix(y, noisy, kind, rate, N_CLASSES)
+        matrix_error.append(float(np.abs(result.noise_matrix - truth).max()))
         estimated_rate.append(result.estimated_noise_rate)
+        for name, k in DATALAB_KS.items():
+            started = time.perf_counter()
+            scores[name] = score_datalab(x, noisy, k)
+            seconds[name].append(time.perf_counter() - started)
         started = time.perf_counter()
-        scores["cleanlab_datalab"] = score_datalab(x, noisy)
-        seconds["cleanlab_datalab"].append(time.perf_counter() - started)
+        knn_probs = out_of_sample_probs(x, noisy, seed, "knn")
+        scores["cleanlab_knn_normalized_margin"] = score_label_quality(noisy, knn_probs, "normalized_margin")
+        seconds["cleanlab_knn"].append(time.perf_counter() - started)
         started = time.perf_counter()
-        probs = out_of_sample_probs(x, noisy, seed)
-        scores["cleanlab_normalized_margin"] = score_normalized_margin(noisy, probs)
-        seconds["cleanlab_normalized_margin"].append(time.perf_counter() - started)
+        logreg_probs = out_of_sample_probs(x, noisy, seed, "logreg", LOGREG_C[feature_set])
+        for method in ("self_confidence", "normalized_margin"):
+            scores[f"cleanlab_logreg_{method}"] = score_label_quality(noisy, logreg_probs, method)
+        seconds["cleanlab_logreg"].append(time.perf_counter() - started)
         if brain is not None:
             started = time.perf_counter()
-            scores.update(brain.scores(noisy, probs))
+            scores.update(brain.scores(noisy, knn_probs))
             seconds["brain"].append(time.perf_counter() - started)
         for method, score in scores.items():
             if isinstance(score, str):
@@ -246,10 +261,36 @@ def summarise(feature_set, kind, rate, per_method, seconds, errors, matrix_error
     }
 
 
+def overall(lines: list[dict]) -> dict:
+    """Every cell's ours - best cleanlab AP, and the worst and the best cell with their settings."""
+    by_diff = sorted(lines, key=lambda line: line["ours_minus_best_cleanlab_ap"])
+
+    def cell(line: dict) -> dict:
+        return {"setting": line["name"], "ours_ap": line["methods"]["ours"]["ap"],
+                "best_cleanlab": line["best_cleanlab"],
+                "best_cleanlab_ap": line["methods"][line["best_cleanlab"]]["ap"],
+                "ours_minus_best_cleanlab_ap": line["ours_minus_best_cleanlab_ap"],
+                "ours_minus_best_cleanlab_ap_se": line["ours_minus_best_cleanlab_ap_se"]}
+
+    return {
+        "name": "mislabels_digits_overall",
+        "seeds": len(SEEDS),
+        "worst_cell": cell(by_diff[0]),
+        "best_cell": cell(by_diff[-1]),
+        "ours_ap": {line["name"]: line["methods"]["ours"]["ap"] for line in lines},
+        "best_cleanlab_ap": {line["name"]: line["methods"][line["best_cleanlab"]]["ap"] for line in lines},
+        "ours_minus_best_cleanlab_ap": {line["name"]: line["ours_minus_best_cleanlab_ap"] for line in lines},
+        "failed": [line["name"] for line in lines if not line["pass"]],
+        "target": "ours AP >= best cleanlab AP in every setting, and >= best + 0.10 at pair-flip 40%",
+        "pass": all(line["pass"] for line in lines),
+    }
+
+
 def main() -> None:
     from threadpoolctl import threadpool_limits
 
     features, y = digits_features()
+    space = features["pca32"]  # where instance noise measures closeness: the same labels for both feature sets
     brain = BrainMistakenness(len(y))
     lines = []
     try:
@@ -257,20 +298,13 @@ def main() -> None:
             warnings.simplefilter("ignore")
             for feature_set, x in features.items():
                 for kind, rate in SETTINGS:
-                    line = run_setting(feature_set, kind, rate, x, y, brain if feature_set == "pca32" else None)
+                    line = run_setting(feature_set, kind, rate, x, y, space,
+                                       brain if feature_set == "pca32" else None)
                     lines.append(line)
                     print("BENCH " + json.dumps(line), flush=True)
     finally:
         brain.close()
-    print("BENCH " + json.dumps({
-        "name": "mislabels_digits_overall",
-        "seeds": len(SEEDS),
-        "ours_ap": {line["name"]: line["methods"]["ours"]["ap"] for line in lines},
-        "best_cleanlab_ap": {line["name"]: line["methods"][line["best_cleanlab"]]["ap"] for line in lines},
-        "ours_minus_best_cleanlab_ap": {line["name"]: line["ours_minus_best_cleanlab_ap"] for line in lines},
-        "target": "ours AP >= best cleanlab AP in every setting, and >= best + 0.10 at pair-flip 40%",
-        "pass": all(line["pass"] for line in lines),
-    }), flush=True)
+    print("BENCH " + json.dumps(overall(lines)), flush=True)
 
 
 if __name__ == "__main__":
