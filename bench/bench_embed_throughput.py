@@ -1,14 +1,21 @@
 """Image-embedding throughput on CPU (or GPU): ours end to end vs the model's forward-pass limit and vs
 FiftyOne's ``compute_embeddings``, all on the same photo-sized JPEGs, the same model, the same batch size.
 
-- forward limit: ``encode_image`` alone on tensors decoded and preprocessed beforehand (no I/O at all);
+- forward limit: ``encode_image`` alone on tensors decoded and preprocessed beforehand (no I/O at all),
+  with the same torch threads as ours;
 - ours: :func:`curate_loop.embeddings.compute.embed_images` from the files into a fresh store;
 - FiftyOne: ``dataset.compute_embeddings(model)`` with FiftyOne's own open_clip wrapper
   (``TorchOpenClipModel``, the zoo's ``open-clip-torch`` config) holding the very same weights.
 
+Single runs on a shared machine vary by +-20%, so the three are interleaved over ``ROUNDS`` rounds (each
+round: limit, ours, FiftyOne, on all the images) and compared by their medians; every run is printed.
+
+Decode check: on ``DECODE_CHECK_IMAGES`` of the photos, the model's input from our reduced-scale decode
+vs a full decode followed by the model's own preprocessing (pixel units, normalisation undone).
+
 The JPEGs (~1 megapixel, varied crops, resizes, flips and colour jitters of the photos that ship
 with scikit-image) are generated once, deterministically, and cached. ``CURATE_LOOP_BENCH_IMAGES``
-runs on fewer of them for a quick check (default 2,000).
+runs on fewer of them for a quick check (default 1,000 per round).
 """
 
 from __future__ import annotations
@@ -24,7 +31,9 @@ import numpy as np
 
 NAME = "embed_throughput_{n}_jpegs"
 MODEL = "ViT-B-32"
-N_IMAGES = int(os.environ.get("CURATE_LOOP_BENCH_IMAGES", "2000"))
+N_IMAGES = int(os.environ.get("CURATE_LOOP_BENCH_IMAGES", "1000"))
+ROUNDS = 3
+DECODE_CHECK_IMAGES = 100
 BATCH_SIZE = 32
 SEED = 0
 MEGAPIXELS = 1.0
@@ -224,6 +233,24 @@ def gpu_figures(paths: list[str], tensors) -> dict | None:
     }
 
 
+def spread(runs: list[float]) -> dict:
+    """Median, min and max of one method's rounds, plus every run (images/s)."""
+    return {"median": round(float(np.median(runs)), 2), "min": round(min(runs), 2), "max": round(max(runs), 2),
+            "runs": [round(r, 2) for r in runs]}
+
+
+def decode_check(paths: list[str], preprocess) -> dict:
+    """Our reduced decode vs full decode + the model's own preprocessing, in 1/255 pixel units."""
+    from curate_loop.embeddings.images import reduced_decode_error
+
+    error = reduced_decode_error(paths[:DECODE_CHECK_IMAGES], preprocess)
+    return {"n_images": error["n_images"], "n_reduced": error["n_reduced"],
+            "mean_abs_diff_255": round(error["mean_abs_diff"] * 255, 3),
+            "share_off_by_more_than_8_255": round(error["share_off"], 5),
+            "worst_image_mean_abs_diff_255": round(error["worst_image_mean_abs_diff"] * 255, 3),
+            "worst_image_share_off": round(error["worst_image_share_off"], 5)}
+
+
 def main() -> dict:
     import torch
 
@@ -236,45 +263,45 @@ def main() -> dict:
     load_before = os.getloadavg()[0]
     paths = ensure_jpegs(N_IMAGES)
     loaded = load_model(ModelSpec(MODEL, None), device="cpu")
+    decode = decode_check(paths, loaded.preprocess)
+    print(f"decode check: {decode}", flush=True)
     tensors = predecode(paths, loaded.preprocess, workers=os.cpu_count() or 1)
-    # the forward limit is measured in two halves, before and after ours, so a change in the machine's
-    # load during the run (other jobs) biases neither side of the ratio
-    half = len(tensors) // 2 // BATCH_SIZE * BATCH_SIZE or len(tensors)
-    limit_before = forward_limit(loaded, tensors[:half], BATCH_SIZE)
-    print(f"forward limit (first half): {limit_before:.2f} images/s", flush=True)
-    ours_cpu = ours(paths, loaded, BATCH_SIZE)
-    print(f"ours: {ours_cpu:.2f} images/s", flush=True)
-    limit_after = forward_limit(loaded, tensors[half:], BATCH_SIZE) if half < len(tensors) else limit_before
-    print(f"forward limit (second half): {limit_after:.2f} images/s", flush=True)
-    limit = len(tensors) / (half / limit_before + (len(tensors) - half) / limit_after)
+    runs: dict[str, list[float]] = {"forward_limit": [], "ours": [], "fiftyone": []}
     try:
-        fiftyone = fiftyone_compute_embeddings(paths, loaded, BATCH_SIZE)
+        for r in range(ROUNDS):  # interleaved, so a change in the machine's load biases no method
+            runs["forward_limit"].append(forward_limit(loaded, tensors, BATCH_SIZE))
+            runs["ours"].append(ours(paths, loaded, BATCH_SIZE))
+            runs["fiftyone"].append(fiftyone_compute_embeddings(paths, loaded, BATCH_SIZE))
+            print(f"round {r + 1}/{ROUNDS}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in runs.items())
+                  + " images/s", flush=True)
     finally:
         _drop_throwaway_database()
-    print(f"FiftyOne compute_embeddings: {fiftyone:.2f} images/s", flush=True)
+    limit, ours_cpu, fiftyone = (float(np.median(runs[k])) for k in ("forward_limit", "ours", "fiftyone"))
     gpu = gpu_figures(paths, tensors)
     result = {
         "name": NAME.format(n=len(paths)),
         "model": f"{MODEL} (open_clip, random weights)",
         "device": "cpu",
         "n_images": len(paths),
+        "rounds": ROUNDS,
         "image_megapixels": MEGAPIXELS,
         "batch_size": BATCH_SIZE,
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # other jobs skew timings
-        "ours": _rate(ours_cpu),
+        "ours": spread(runs["ours"]),
         "anchors": {
-            "forward_limit": {**_rate(limit), "first_half": round(limit_before, 2),
-                              "second_half": round(limit_after, 2)},
-            "fiftyone_compute_embeddings": _rate(fiftyone),
+            "forward_limit": spread(runs["forward_limit"]),
+            "fiftyone_compute_embeddings": spread(runs["fiftyone"]),
             "gpu_anchor_a100": _rate(GPU_ANCHOR_IMAGES_PER_S),
         },
-        "ratios": {
+        "ratios": {  # of the medians; per round, ours / limit too
             "ours_vs_forward_limit": round(ours_cpu / limit, 3),
             "ours_vs_fiftyone": round(ours_cpu / fiftyone, 3),
             "fiftyone_vs_forward_limit": round(fiftyone / limit, 3),
+            "ours_vs_forward_limit_per_round": [round(o / f, 3) for o, f in zip(runs["ours"], runs["forward_limit"])],
         },
+        "decode_check": decode,
         "target": {"ours_vs_forward_limit": TARGET_VS_FORWARD},
         "pass": ours_cpu / limit >= TARGET_VS_FORWARD,
         "gpu": gpu,
