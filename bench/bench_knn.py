@@ -62,7 +62,10 @@ def main() -> None:
     import fiftyone as fo
     import fiftyone.core.odm.database as fodb
 
-    from curate_loop.similarity import knn  # registers backend="faiss"
+    from curate_loop.similarity import knn
+    from curate_loop.similarity.faiss_backend import register_faiss_backend
+
+    register_faiss_backend()  # backend="faiss" for fob.compute_similarity below
 
     if fo.config.database_name != db_name:
         raise RuntimeError(f"FiftyOne was imported before the bench set its database ({fo.config.database_name})")

@@ -95,15 +95,15 @@ def test_tiny_pool_caps_k():
         edge_scores(vectors[:1])
 
 
-def test_cell_search_matches_brute_force():
+def test_approximate_search_matches_brute_force():
     rng = np.random.default_rng(4)
     pool = mixture(rng, sizes=(20_000,), n_centers=100, spread=0.6)
     exact = edge_neighborhoods(pool, exact=True)
-    cells = edge_neighborhoods(pool, exact=False, seed=0)
-    assert recall_at_k(cells.neighbors, exact.neighbors) > 0.99
-    assert np.abs(cells.scores - exact.scores).mean() < 1e-3
+    approx = edge_neighborhoods(pool, exact=False, seed=0)
+    assert recall_at_k(approx.neighbors, exact.neighbors) > 0.99
+    assert np.abs(approx.scores - exact.scores).mean() < 1e-3
     top = 200  # the top 1 %: the edge cases a user would look at
-    assert len(set(np.argsort(-cells.scores)[:top]) & set(np.argsort(-exact.scores)[:top])) >= 0.97 * top
+    assert len(set(np.argsort(-approx.scores)[:top]) & set(np.argsort(-exact.scores)[:top])) >= 0.97 * top
 
 
 # -- saturation ----------------------------------------------------------------------------------------------------
@@ -274,9 +274,9 @@ def test_exclude_near_duplicates(planted):
 # -- bad input -----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("vectors, message", [
     (np.ones(5), "2-D"),
-    (np.array([[1.0, np.nan], [1.0, 0.0]]), "row 0 contains NaN"),
-    (np.array([[1.0, 0.0], [0.0, 0.0]]), "row 1 is all zeros"),
-    (np.array([["a", "b"]]), "real numbers"),
+    (np.array([[1.0, np.nan], [1.0, 0.0]]), r"1 row\(s\) with NaN or inf \(first at row 0\)"),
+    (np.array([[1.0, 0.0], [0.0, 0.0]]), r"1 row\(s\) of all zeros \(first at row 1\)"),
+    (np.array([["a", "b"], ["c", "d"]]), "real numbers"),
 ])
 def test_bad_vectors(vectors, message):
     with pytest.raises(InvalidInputError, match=message):

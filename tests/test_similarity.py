@@ -17,6 +17,7 @@ import pytest
 
 from curate_loop.errors import InvalidInputError
 from curate_loop.similarity import knn
+from curate_loop.vectors import normalize_rows
 
 # -- array level ---------------------------------------------------------------------------------------------
 
@@ -51,7 +52,7 @@ def test_approximate_knn_graph_recall_at_10_is_at_least_095(clustered_30k):
     recall = knn.recall_at_k(approx_idx, exact_idx)
     assert recall >= 0.95, recall
     # Approximate similarities are real cosines of the returned pairs, never better than the exact k-th.
-    x = knn.normalize(clustered_30k)
+    x = normalize_rows(clustered_30k)
     rows = np.arange(0, 30_000, 997)
     recomputed = np.einsum("rd,rkd->rk", x[rows], x[approx_idx[rows]])
     np.testing.assert_allclose(approx_sims[rows], recomputed, atol=1e-4)
@@ -69,6 +70,48 @@ def test_knn_graph_excludes_self_and_finds_twins():
     np.testing.assert_array_equal(idx[:, 0], (rows + 200) % 400)
     np.testing.assert_allclose(sims[:, 0], 1.0, atol=1e-5)
     assert (np.diff(sims, axis=1) <= 1e-6).all()  # best first
+
+
+def test_normalize_rows_zero_row_policy_is_explicit():
+    x = np.array([[3.0, 4.0], [0.0, 0.0], [0.0, -2.0]])
+    kept = normalize_rows(x, zero_rows="keep")
+    assert kept.dtype == np.float32 and kept.flags.c_contiguous
+    np.testing.assert_allclose(kept, [[0.6, 0.8], [0.0, 0.0], [0.0, -1.0]], atol=1e-7)
+    with pytest.raises(InvalidInputError, match=r"1 row\(s\) of all zeros \(first at row 1\)"):
+        normalize_rows(x, zero_rows="raise")
+    with pytest.raises(InvalidInputError, match=r"zero_rows must be one of \('keep', 'raise'\), got 'drop'"):
+        normalize_rows(x, zero_rows="drop")
+    assert normalize_rows(np.empty((0, 4)), min_rows=0).shape == (0, 4)
+    with pytest.raises(InvalidInputError, match=r"need at least 2 embeddings \(rows\), got 1"):
+        normalize_rows(x[:1], min_rows=2)
+
+
+def test_normalize_rows_blocks_give_the_whole_array_answer(monkeypatch):
+    """Rows are normalised and checked block by block (bounded temporaries): block edges change nothing."""
+    import curate_loop.vectors as vectors
+
+    x = np.random.default_rng(3).standard_normal((10, 5))
+    whole = vectors.normalize_rows(x)
+    monkeypatch.setattr(vectors, "BLOCK_ROWS", 3)
+    np.testing.assert_array_equal(vectors.normalize_rows(x), whole)
+    np.testing.assert_allclose(np.linalg.norm(whole, axis=1), 1.0, atol=1e-6)
+    x[7, 2] = np.inf
+    x[9, 0] = np.nan
+    with pytest.raises(InvalidInputError, match=r"2 row\(s\) with NaN or inf \(first at row 7\)"):
+        vectors.normalize_rows(x)
+
+
+def test_one_knn_graph_serves_edge_scores_and_cluster_density():
+    """Edge scores' neighbours and cluster density are the kNN graph itself, not a second search."""
+    from curate_loop.curation.clustering import mean_knn_sq_dist
+    from curate_loop.curation.edges import edge_neighborhoods
+
+    x = clustered(600, 16, 6, seed=5)
+    idx, sims = knn.knn_graph(x, 10)
+    nb = edge_neighborhoods(x, k=10)
+    np.testing.assert_array_equal(nb.neighbors, idx)
+    np.testing.assert_allclose(nb.distances, 1 - sims, atol=1e-6)
+    np.testing.assert_allclose(mean_knn_sq_dist(normalize_rows(x), 10), (2 - 2 * sims).mean(axis=1), atol=1e-6)
 
 
 def test_search_matches_numpy_cosine_ranking():
@@ -93,11 +136,12 @@ def test_index_round_trips_through_an_atomic_file(tmp_path):
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: knn.build_index(np.ones(8)), r"2-D array \(n, d\), got shape \(8,\)"),
-        (lambda: knn.build_index(np.empty((0, 8))), r"non-empty 2-D array"),
+        (lambda: knn.build_index(np.ones(8)), r"2-D array of shape \(n, dim\), got shape \(8,\)"),
+        (lambda: knn.build_index(np.empty((0, 8))), r"need at least 1 vectors \(rows\), got 0"),
         (lambda: knn.build_index(np.array([[1.0, np.nan], [1.0, 2.0]])),
          r"1 row\(s\) with NaN or inf \(first at row 0"),
-        (lambda: knn.build_index(np.array([[1.0, 0.0], [0.0, 0.0]])), r"all-zero row.*drop those items"),
+        (lambda: knn.build_index(np.array([[1.0, 0.0], [0.0, 0.0]])),
+         r"1 row\(s\) of all zeros \(first at row 1\).*leave those items out"),
         (lambda: knn.knn_graph(np.eye(5), 5), r"k=5 is larger than the 4 other vectors"),
         (lambda: knn.search(knn.build_index(np.eye(5)), np.eye(5), 6), r"k=6 is larger than the 5 indexed"),
         (lambda: knn.search(knn.build_index(np.eye(5)), np.ones((1, 4)), 1), r"4 dimensions but the index has 5"),
@@ -147,7 +191,7 @@ def plain_dataset():
 
 
 def test_sort_by_similarity_puts_planted_near_duplicates_first(dup_dataset):
-    from curate_loop.similarity import FaissSimilarityIndex, build_similarity_index
+    from curate_loop.similarity.faiss_backend import FaissSimilarityIndex, build_similarity_index
     from curate_loop.paths import curate_loop_home
 
     dataset, ids, vectors = dup_dataset
@@ -172,7 +216,7 @@ def test_sort_by_similarity_puts_planted_near_duplicates_first(dup_dataset):
 def test_results_reload_in_a_fresh_process_like_the_app_server(dup_dataset):
     """The App server rebuilds the run from class names stored in MongoDB, without our registration."""
     dataset, ids, vectors = dup_dataset
-    from curate_loop.similarity import build_similarity_index
+    from curate_loop.similarity.faiss_backend import build_similarity_index
 
     build_similarity_index(dataset, vectors, ids, "pixels_reload")
     query = str(ids[[g is not None for g in dataset.values("near_dup_group")]][0])
@@ -200,7 +244,7 @@ print(json.dumps({{
 
 
 def test_text_prompts_sort_by_clip_text_score(plain_dataset):
-    from curate_loop.similarity import build_similarity_index
+    from curate_loop.similarity.faiss_backend import build_similarity_index
 
     vectors = np.random.default_rng(4).standard_normal((len(plain_dataset), 512)).astype(np.float32)
     ids = np.array(plain_dataset.values("id"))
@@ -211,18 +255,18 @@ def test_text_prompts_sort_by_clip_text_score(plain_dataset):
     view = plain_dataset.sort_by_similarity("a photo of a digit", brain_key="clip", dist_field="text_dist")
     assert len(view) == len(plain_dataset)
     text = results.get_model().embed_prompts(["a photo of a digit"])[0]  # same (random) weights as the query
-    scores = knn.normalize(vectors) @ text
+    scores = normalize_rows(vectors) @ text
     np.testing.assert_array_equal(view.values("id"), ids[np.argsort(-scores, kind="stable")])
     np.testing.assert_allclose(view.values("text_dist"), 1 - np.sort(scores)[::-1], atol=1e-4)
 
 
 def test_views_reverse_vectors_and_approximate_index(plain_dataset):
-    from curate_loop.similarity import build_similarity_index
+    from curate_loop.similarity.faiss_backend import build_similarity_index
 
     rng = np.random.default_rng(5)
     vectors = rng.standard_normal((len(plain_dataset), 24))
     ids = np.array(plain_dataset.values("id"))
-    unit = knn.normalize(vectors)
+    unit = normalize_rows(vectors)
     results = build_similarity_index(plain_dataset, vectors, ids, "approx", exact=False)
     assert type(results._index).__name__ == "IndexIVFFlat"
 
@@ -239,7 +283,7 @@ def test_views_reverse_vectors_and_approximate_index(plain_dataset):
 
 
 def test_find_duplicates_and_knn_of_every_point(plain_dataset):
-    from curate_loop.similarity import build_similarity_index
+    from curate_loop.similarity.faiss_backend import build_similarity_index
 
     rng = np.random.default_rng(6)
     vectors = rng.standard_normal((len(plain_dataset), 32))
@@ -258,7 +302,7 @@ def test_find_duplicates_and_knn_of_every_point(plain_dataset):
 
 
 def test_object_level_index_over_patches(dup_dataset):
-    from curate_loop.similarity import build_similarity_index
+    from curate_loop.similarity.faiss_backend import build_similarity_index
 
     dataset, _, _ = dup_dataset
     labeled = dataset.exists("ground_truth")
@@ -276,7 +320,7 @@ def test_object_level_index_over_patches(dup_dataset):
 
 
 def test_rebuilding_a_key_replaces_it_and_deleting_removes_the_folder(plain_dataset):
-    from curate_loop.similarity import build_similarity_index
+    from curate_loop.similarity.faiss_backend import build_similarity_index
 
     ids = np.array(plain_dataset.values("id"))
     rng = np.random.default_rng(9)
@@ -295,7 +339,7 @@ def test_rebuilding_a_key_replaces_it_and_deleting_removes_the_folder(plain_data
 
 
 def test_a_clone_shares_the_index_but_cannot_delete_it(plain_dataset):
-    from curate_loop.similarity import build_similarity_index
+    from curate_loop.similarity.faiss_backend import build_similarity_index
 
     ids = np.array(plain_dataset.values("id"))
     build_similarity_index(plain_dataset, np.random.default_rng(10).standard_normal((120, 8)), ids, "shared")
@@ -313,7 +357,7 @@ def test_a_clone_shares_the_index_but_cannot_delete_it(plain_dataset):
 def test_a_deleted_datasets_folder_is_reused_by_a_new_dataset_of_that_name():
     import fiftyone as fo
 
-    from curate_loop.similarity import build_similarity_index
+    from curate_loop.similarity.faiss_backend import build_similarity_index
 
     folders = []
     for seed in (11, 12):  # the first dataset is deleted with its run in place: FiftyOne skips cleanup then
@@ -328,7 +372,7 @@ def test_a_deleted_datasets_folder_is_reused_by_a_new_dataset_of_that_name():
 
 
 def test_backend_errors_say_what_to_do(plain_dataset):
-    from curate_loop.similarity import build_similarity_index
+    from curate_loop.similarity.faiss_backend import build_similarity_index
 
     ids = np.array(plain_dataset.values("id"))
     with pytest.raises(InvalidInputError, match="120 sample ids; pass one id per embedding row"):

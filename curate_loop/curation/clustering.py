@@ -20,15 +20,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from curate_loop.errors import InvalidInputError
+from curate_loop.similarity.knn import knn_graph
+from curate_loop.vectors import normalize_rows
 
 NOISE = -1
 METHODS = ("auto", "hdbscan", "kmeans")
 HDBSCAN_MAX_POINTS = 200_000  # 100k points in 16 dims took ~1 min on 2 cores here; k-means above
 HDBSCAN_DIMS = 16  # digits: 16 PCA dims separate the classes (cluster purity .99), 8 do not (.88)
 DENSITY_NEIGHBORS = 10
-KNN_NUMPY_MAX = 2_000  # up to here a full distance matrix is cheap, and faiss's threads cost more than they save
-UNIT_BLOCK_ROWS = 65_536  # rows per block of the finiteness check in as_unit_vectors (32 MB of booleans at 512 dims)
-KNN_MAX_REFERENCE = 10_000  # neighbours are searched among at most this many members, so a cluster costs O(size)
 SMALL_KMEANS_WORK = 100_000_000  # points x clusters x dims up to which scikit-learn's k-means is used (~1 s)
 # Above this (e.g. 1M x 10k clusters x 512 dims: ~30 min on 2 cores), k-means runs on a PCA projection to
 # KMEANS_REDUCED_DIMS, trained on at most KMEANS_LARGE_POINTS_PER_CENTROID points per centroid: ~1 min. Projecting
@@ -70,61 +69,16 @@ class ClusterResult:
         return np.flatnonzero(self.kinds == kind)
 
 
-def as_unit_vectors(vectors, *, min_rows: int = 1) -> np.ndarray:
-    """Validated ``(n, dim)`` float32 copy with rows of length 1 (cosine geometry)."""
-    arr = np.asarray(vectors)
-    if arr.ndim != 2 or arr.shape[1] == 0:
-        raise InvalidInputError(f"Expected embeddings of shape (n, dim), got shape {arr.shape}; "
-                                "pass one row per sample.")
-    if len(arr) < min_rows:
-        raise InvalidInputError(f"Need at least {min_rows} embeddings, got {len(arr)}; add samples to the pool.")
-    if not np.issubdtype(arr.dtype, np.number):
-        raise InvalidInputError(f"Embeddings must be numeric, got dtype {arr.dtype}.")
-    # One copy, normalised in place; the checks run in row blocks: at 1M x 512 every full-size temporary is 2 GB
-    # (or 0.5 GB as booleans), which a plain astype / isfinite / norm / divide chain made four of.
-    arr = np.array(arr, dtype=np.float32)
-    bad = np.concatenate([~np.isfinite(arr[start:start + UNIT_BLOCK_ROWS]).all(axis=1)
-                          for start in range(0, len(arr), UNIT_BLOCK_ROWS)])
-    if bad.any():
-        raise InvalidInputError(f"{bad.sum()} embeddings contain NaN or inf (first at row {np.argmax(bad)}); "
-                                "recompute them or leave those samples out.")
-    norms = np.sqrt(np.einsum("ij,ij->i", arr, arr))[:, None]
-    if (norms == 0).any():
-        raise InvalidInputError(f"{int((norms == 0).sum())} embeddings are all zeros (first at row "
-                                f"{int(np.argmax(norms[:, 0] == 0))}); they have no direction, leave them out.")
-    arr /= norms
-    return arr
-
-
 def mean_knn_sq_dist(points: np.ndarray, k: int, *, seed: int = 0) -> np.ndarray:
-    """(m,) mean squared L2 distance of each point to its ``k`` nearest other points among ``points``.
-
-    Exact up to ``KNN_MAX_REFERENCE`` points (numpy up to ``KNN_NUMPY_MAX``, where faiss's thread start-up costs
-    more than the search); above, neighbours come from a random reference subset of that size, which keeps the
-    cost linear in ``m`` and still ranks points by local density.
-    """
+    """(m,) mean squared cosine distance (``|a - b|² = 2 - 2 cos`` for unit rows) of each of ``points`` to its ``k``
+    nearest other points, from the array packages' kNN graph (exact up to ``knn.EXACT_MAX_SIZE`` points, IVF above);
+    ``k`` is capped at m - 1, and every point gets 0 when there is no other point."""
     m = len(points)
     k = min(k, m - 1)
     if k < 1:
         return np.zeros(m, dtype=np.float32)
-    points = np.ascontiguousarray(points, dtype=np.float32)
-    if m <= KNN_NUMPY_MAX:
-        sq = np.sum(points ** 2, axis=1)
-        dist = np.maximum(sq[:, None] + sq[None, :] - 2 * points @ points.T, 0)
-        np.fill_diagonal(dist, np.inf)
-        return np.partition(dist, k - 1, axis=1)[:, :k].mean(axis=1)
-    import faiss
-
-    in_ref = np.ones(m, dtype=bool)
-    if m > KNN_MAX_REFERENCE:
-        in_ref[:] = False
-        in_ref[np.random.default_rng(seed).choice(m, KNN_MAX_REFERENCE, replace=False)] = True
-    index = faiss.IndexFlatL2(points.shape[1])
-    index.add(points[in_ref])
-    dist, _ = index.search(points, k + 1)
-    # A reference point finds itself first (distance 0): drop that column for it, the surplus last one otherwise.
-    dist = np.where(in_ref[:, None], dist[:, 1:], dist[:, :-1])
-    return np.maximum(dist, 0).mean(axis=1)
+    _, similarities = knn_graph(points, k, seed=seed)
+    return np.maximum(2 - 2 * similarities, 0).mean(axis=1)
 
 
 def cluster_embeddings(vectors, *, method: str = "auto", min_cluster_size: int | None = None,
@@ -136,7 +90,7 @@ def cluster_embeddings(vectors, *, method: str = "auto", min_cluster_size: int |
         "sparse"; default ``max(5, sqrt(n) / 3)`` (11 for 1,250 samples, 105 for 100k).
     n_clusters: for k-means only; default ``sqrt(n) / 2`` clamped to [2, 1000].
     """
-    unit = as_unit_vectors(vectors, min_rows=2)
+    unit = normalize_rows(vectors, zero_rows="raise", min_rows=2)
     n = len(unit)
     if method not in METHODS:
         raise InvalidInputError(f"Unknown clustering method {method!r}; choose one of {METHODS}.")

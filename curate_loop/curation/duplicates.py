@@ -35,6 +35,7 @@ from scipy.sparse.csgraph import connected_components
 from curate_loop.curation.clustering import group_rows, kmeans_labels
 from curate_loop.curation.rows import row_mask
 from curate_loop.errors import InvalidInputError
+from curate_loop.vectors import normalize_rows
 
 DEFAULT_THRESHOLD = 0.98  # cosine; the selection strategies skip candidates this close to a labeled sample
 CELL_ROWS = 1_000  # rows per k-means cell: a cell's pairs are one 1k x 1k product, the k-means stays affordable
@@ -43,7 +44,6 @@ DEFAULT_SECOND_CELL_MARGIN = 0.1  # catches split pairs of cosine >= 0.99875 (mo
 SIMILARITY_TOL = 1e-6  # float32 dot products of identical unit vectors can land a hair under 1
 BLOCK_ENTRIES = 1 << 22  # similarities held at once per block (16 MB of float32)
 CENTRALITY_BLOCK = 1 << 16  # rows per block when scoring group members (bounds a (rows, dim) copy)
-NORMALIZE_BLOCK = 1 << 16  # rows validated and normalised at once (bounds the temporaries to 128 MB at 512 dims)
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def find_near_duplicates(vectors, *, threshold: float = DEFAULT_THRESHOLD, n_par
     if second_cell_margin is not None and not second_cell_margin >= 0:
         raise InvalidInputError(f"second_cell_margin is a difference of cosine similarities, >= 0 (or None to turn "
                                 f"the second-cell search off), got {second_cell_margin}.")
-    unit = unit_rows(vectors)
+    unit = normalize_rows(vectors, zero_rows="raise")
     n = len(unit)
     n_cells = _check_partitions(n_partitions, n)
     search_second = second_cell_margin is not None and n_cells > 1
@@ -140,33 +140,6 @@ def nearest_cells(unit: np.ndarray, n_cells: int, *, n_probe: int = 1, seed: int
     centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
     sims, cells = faiss.knn(unit, centroids, min(n_probe, n_used), metric=faiss.METRIC_INNER_PRODUCT)
     return cells.astype(np.int64), sims
-
-
-def unit_rows(vectors) -> np.ndarray:
-    """Validated (n, dim) float32 copy of ``vectors`` with rows of length 1, C-contiguous for faiss.
-
-    Same checks as ``similarity.knn.normalize``, done block by block: on the whole array at once its temporaries
-    (a squared copy, masks) doubled the peak memory, +4 GB at 1M x 512."""
-    arr = np.asarray(vectors)
-    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise InvalidInputError(f"embeddings must be a non-empty 2-D array (n, dim), got shape {arr.shape}; pass one "
-                                "row per sample (reshape a single vector with vector[None, :]).")
-    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
-        raise InvalidInputError(f"embeddings must be real numbers, got dtype {arr.dtype}.")
-    unit = np.empty(arr.shape, dtype=np.float32)
-    for start in range(0, len(arr), NORMALIZE_BLOCK):
-        block = unit[start:start + NORMALIZE_BLOCK]
-        block[...] = arr[start:start + NORMALIZE_BLOCK]
-        bad = ~np.isfinite(block).all(axis=1)
-        if bad.any():
-            raise InvalidInputError(f"embedding row {start + int(np.argmax(bad))} contains NaN or inf; recompute it "
-                                    "or leave that sample out.")
-        norms = np.sqrt(np.einsum("ij,ij->i", block, block))[:, None]
-        if (norms == 0).any():
-            raise InvalidInputError(f"embedding row {start + int(np.argmax(norms[:, 0] == 0))} is all zeros: it has "
-                                    "no direction, so cosine similarity is undefined for it; leave that sample out.")
-        block /= norms
-    return unit
 
 
 def default_partitions(n: int) -> int:

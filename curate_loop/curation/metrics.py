@@ -33,10 +33,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curate_loop.curation.clustering import NOISE, ClusterResult, as_unit_vectors
+from curate_loop.curation.clustering import NOISE, ClusterResult
 from curate_loop.curation.rows import row_indices
 from curate_loop.curation.strategies import select_random
 from curate_loop.errors import InvalidInputError
+from curate_loop.similarity.knn import knn_graph
+from curate_loop.vectors import normalize_rows
 
 DELTA_NEIGHBORS = 10  # δ: the distance to this nearest neighbour, a local scale of the data
 DELTA_SAMPLE = 5_000  # δ is measured among at most this many pool rows (~0.3 s for 512 dims)
@@ -213,13 +215,8 @@ def _default_delta(vectors: np.ndarray, pool: np.ndarray, rng: np.random.Generat
     if k < 1:
         raise InvalidInputError(f"The pool holds {len(pool)} row, too few to derive delta from neighbour "
                                 "distances; pass delta (a cosine distance, e.g. 0.3).")
-    unit = _unit_rows(vectors, sample)
-    kth = []
-    for block in _blocks(len(unit), len(unit)):
-        sim = unit[block] @ unit.T
-        sim[np.arange(sim.shape[0]), np.arange(len(unit))[block]] = -np.inf  # a row is not its own neighbour
-        kth.append(-np.partition(-sim, k - 1, axis=1)[:, k - 1])
-    return float(np.median(np.sqrt(np.maximum(2 - 2 * np.concatenate(kth), 0))))
+    _, similarities = knn_graph(_unit_rows(vectors, sample), k)
+    return float(np.median(np.sqrt(np.maximum(2 - 2 * similarities[:, -1], 0))))
 
 
 def _edge_rows(clusters: ClusterResult) -> np.ndarray:
@@ -229,10 +226,8 @@ def _edge_rows(clusters: ClusterResult) -> np.ndarray:
 
 
 def _unit_rows(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """L2-normalised float32 copies of ``rows`` only (validated: finite, non-zero)."""
-    if len(rows) == 0:
-        return np.zeros((0, vectors.shape[1]), dtype=np.float32)
-    return as_unit_vectors(vectors[rows])
+    """L2-normalised float32 copies of ``rows`` only (validated: finite, non-zero): a memory map is not read whole."""
+    return normalize_rows(vectors[rows], zero_rows="raise", min_rows=0)
 
 
 # -- tables --------------------------------------------------------------------------------------------------------

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curate_loop.curation.clustering import (NOISE, ClusterResult, as_unit_vectors, cluster_embeddings, group_rows,
-                                             kmeans_labels, mean_knn_sq_dist)
+from curate_loop.curation.clustering import (NOISE, ClusterResult, cluster_embeddings, group_rows, kmeans_labels,
+                                             mean_knn_sq_dist)
 from curate_loop.curation.rows import row_mask
 from curate_loop.errors import InvalidInputError
+from curate_loop.vectors import normalize_rows
 
 TYPICALITY_NEIGHBORS = 20  # TypiClust's choice
 MAX_EXTRA_CLUSTERS = 500  # k-means gets budget + labeled clusters, but no more than this many for the labeled
@@ -78,7 +79,7 @@ def select_random(n_pool: int, k: int, seed: int = 0, labeled_idx=None) -> np.nd
 
 def select_kcenter(vectors, k: int, labeled_idx=None, seed: int = 0) -> np.ndarray:
     """k-center greedy: each pick the sample farthest from everything picked or labeled (random first pick)."""
-    unit = as_unit_vectors(vectors)
+    unit = normalize_rows(vectors, zero_rows="raise")
     labeled = row_mask(labeled_idx, len(unit), "labeled_idx")
     _check_k(k, int((~labeled).sum()))
     if labeled.any():
@@ -99,7 +100,7 @@ def select_kcenter(vectors, k: int, labeled_idx=None, seed: int = 0) -> np.ndarr
 
 def select_typicality(vectors, k: int, labeled_idx=None, seed: int = 0) -> np.ndarray:
     """The ``k`` most typical unlabeled samples of the whole pool, most typical first (dense regions only)."""
-    unit = as_unit_vectors(vectors)
+    unit = normalize_rows(vectors, zero_rows="raise")
     labeled = row_mask(labeled_idx, len(unit), "labeled_idx")
     _check_k(k, int((~labeled).sum()))
     order = np.argsort(mean_knn_sq_dist(unit, TYPICALITY_NEIGHBORS, seed=seed), kind="stable")
@@ -112,7 +113,7 @@ def select_typiclust(vectors, k: int, labeled_idx=None, seed: int = 0) -> np.nda
     Typicality as in the paper's code: 1 / mean squared distance to the min(20, size / 2) nearest unlabeled
     members of the same cluster.
     """
-    unit = as_unit_vectors(vectors)
+    unit = normalize_rows(vectors, zero_rows="raise")
     labeled = row_mask(labeled_idx, len(unit), "labeled_idx")
     _check_k(k, int((~labeled).sum()))
     picker = _Picker(unit, labeled, np.zeros(len(unit), dtype=bool), near_dup_threshold=None)
@@ -151,7 +152,7 @@ def select_cluster_balanced(vectors, k: int, *, clusters: ClusterResult | None =
     rows are never picked; excluded rows still shape the clusters. ``clusters``: natural clusters of these same
     rows, computed with :func:`cluster_embeddings` when omitted.
     """
-    unit = as_unit_vectors(vectors)
+    unit = normalize_rows(vectors, zero_rows="raise")
     n = len(unit)
     labeled = row_mask(labeled_idx, n, "labeled_idx")
     excluded = row_mask(exclude_idx, n, "exclude_idx")

@@ -1,3 +1,4 @@
 """Embeddings: open_clip models, an on-disk store that scales to 1M vectors, and batch computation.
 
-Array-level code only; FiftyOne glue lives in ``curate_loop.fiftyone_embeddings`` (to come)."""
+Array-level code only (no FiftyOne; rows are normalised by :func:`curate_loop.vectors.normalize_rows`); the
+FiftyOne glue lives in ``curate_loop.runs.embeddings``."""

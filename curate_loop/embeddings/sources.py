@@ -16,6 +16,7 @@ from curate_loop.embeddings.images import open_rgb
 from curate_loop.embeddings.loop import EmbedReport, checked_vectors, run_embedding_loop
 from curate_loop.embeddings.store import EmbeddingStore
 from curate_loop.errors import InvalidInputError
+from curate_loop.vectors import normalize_rows
 
 
 def load_npy(path: str | Path, n_rows: int) -> np.ndarray:
@@ -36,11 +37,7 @@ def store_vectors(ids: list[str], vectors, store: EmbeddingStore, *, source: str
     done = np.isin(np.asarray(ids, dtype=str), store.stored_ids())
     todo = np.flatnonzero(~done)
     if len(todo):
-        norms = np.linalg.norm(vectors[todo], axis=1)
-        if (norms == 0).any():
-            raise InvalidInputError(f"{source} has {int((norms == 0).sum())} all-zero vector(s): they have no "
-                                    "direction for cosine similarity; drop or replace them.")
-        store.append(np.asarray(ids, dtype=str)[todo], vectors[todo] / norms[:, None])
+        store.append(np.asarray(ids, dtype=str)[todo], normalize_rows(vectors[todo], zero_rows="raise", what=source))
     return EmbedReport(computed=len(todo), skipped=int(done.sum()), failed={})
 
 

@@ -32,7 +32,8 @@ from curate_loop.mislabels.calibration import (MIN_CLASS_SIZE, calibrate_joint, 
 from curate_loop.mislabels.labels import EncodedLabels, encode_labels
 from curate_loop.mislabels.posterior import PosteriorFit, PosteriorSettings, class_posterior, fit_posteriors
 from curate_loop.mislabels.votes import label_votes, neighbor_average, neighbor_weights
-from curate_loop.similarity.knn import build_index, knn_graph, normalize, search
+from curate_loop.similarity.knn import build_index, knn_graph, search
+from curate_loop.vectors import normalize_rows
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def detect_mislabels(vectors, labels, *, k: int = DEFAULT_K, classes=None, seed:
         fewer than k + 1 labeled rows, or a setting out of range (the message gives the values and the fix).
     """
     settings = _check_settings(k, temperature, evidence_strength, label_smoothing, neighbor_smoothing, n_iter)
-    x = normalize(vectors, what="vectors")
+    x = normalize_rows(vectors, zero_rows="raise", what="vectors")
     encoded = encode_labels(labels, classes)
     _check_rows(x, encoded, k)
     labeled = np.flatnonzero(encoded.codes >= 0)

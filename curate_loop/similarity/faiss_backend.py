@@ -1,4 +1,6 @@
-"""A faiss similarity backend for FiftyOne Brain: ``compute_similarity(..., backend="faiss")``.
+"""A faiss similarity backend for FiftyOne Brain: ``compute_similarity(..., backend="faiss")`` once
+:func:`register_faiss_backend` has run in the process (:func:`build_similarity_index` runs it; importing this
+module does not, so importing changes no FiftyOne config).
 
 Brain's default sklearn backend keeps every embedding in MongoDB and an all-pairs distance matrix
 in memory (up to 15k items). This one keeps the vectors and a faiss index (exact up to 20k items,
@@ -28,6 +30,7 @@ from fiftyone.brain.similarity import DuplicatesMixin, Similarity, SimilarityCon
 from curate_loop.errors import InvalidInputError
 from curate_loop.paths import curate_loop_home
 from curate_loop.similarity import knn
+from curate_loop.vectors import normalize_rows
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +172,7 @@ class FaissSimilarityIndex(SimilarityIndex, DuplicatesMixin):
 
     def add_to_index(self, embeddings, sample_ids, label_ids=None, overwrite=True, allow_existing=True,
                      warn_existing=False, reload=True):
-        vectors = knn.normalize(embeddings, what="embeddings")
+        vectors = normalize_rows(embeddings, zero_rows="raise", what="embeddings")
         sample_ids = _as_ids(sample_ids)
         label_ids = None if label_ids is None else _as_ids(label_ids)
         _check_rows(vectors, sample_ids, label_ids)
@@ -248,7 +251,8 @@ class FaissSimilarityIndex(SimilarityIndex, DuplicatesMixin):
 
         queries, single = self._query_vectors(query)
         if aggregation == "mean":
-            queries, single = knn.normalize(queries.mean(axis=0, keepdims=True), what="mean query"), True
+            mean = queries.mean(axis=0, keepdims=True)
+            queries, single = normalize_rows(mean, zero_rows="raise", what="mean query"), True
         n = len(vectors)
         if k is None:  # sort everything: the full similarity row is needed anyway
             sims = queries @ vectors.T
@@ -305,7 +309,8 @@ class FaissSimilarityIndex(SimilarityIndex, DuplicatesMixin):
             array = np.asarray(query)
             if np.issubdtype(array.dtype, np.number):
                 single = array.ndim == 1
-                vectors = knn.normalize(array.reshape(1, -1) if single else array, what="query vectors")
+                vectors = normalize_rows(array.reshape(1, -1) if single else array, zero_rows="raise",
+                                         what="query vectors")
                 if self.total_index_size and vectors.shape[1] != self._vectors.shape[1]:
                     raise InvalidInputError(
                         f"query vectors have {vectors.shape[1]} dimensions but the index has "
@@ -402,7 +407,7 @@ def build_similarity_index(view_or_dataset, embeddings, sample_ids, brain_key: s
     if not brain_key or not str(brain_key).isidentifier():
         raise InvalidInputError(f"brain_key must be a Python identifier such as 'clip_sim', got {brain_key!r}.")
     # Checked before the old run is deleted or a new one registered: bad input changes nothing.
-    vectors = knn.normalize(embeddings, what="embeddings")
+    vectors = normalize_rows(embeddings, zero_rows="raise", what="embeddings")
     _check_rows(vectors, _as_ids(sample_ids), None if label_ids is None else _as_ids(label_ids))
     dataset = view_or_dataset._root_dataset
     if index_dir is not None:

@@ -1,9 +1,10 @@
 """Cosine k-nearest neighbours on arrays with faiss: vectors in, arrays out (no FiftyOne).
 
-Every vector is L2-normalised to float32, so an inner product is a cosine similarity. Up to
-``EXACT_MAX_SIZE`` vectors the index is exact (``IndexFlatIP``: brute force is fast there and never
-misses); above it is IVF-Flat, whose ``nprobe`` is tuned on a sample of the data itself until
-recall@10 against exact search reaches ``TARGET_RECALL``, so the approximation is measured, not assumed.
+Every vector is L2-normalised to float32 (:func:`curate_loop.vectors.normalize_rows`; all-zero rows are refused),
+so an inner product is a cosine similarity. Up to ``EXACT_MAX_SIZE`` vectors the index is exact (``IndexFlatIP``:
+brute force is fast there and never misses); above it is IVF-Flat, whose ``nprobe`` is tuned on a sample of the
+data itself until recall@10 against exact search reaches ``TARGET_RECALL``, so the approximation is measured, not
+assumed. :func:`knn_graph` on top is the kNN graph every array package uses.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import faiss
 import numpy as np
 
 from curate_loop.errors import InvalidInputError
+from curate_loop.vectors import normalize_rows
 
 EXACT_MAX_SIZE = 20_000  # brute force over 20k x 512 takes milliseconds per query batch
 TARGET_RECALL = 0.97  # tuned on a sample with a margin over the 0.95 we promise
@@ -33,34 +35,6 @@ def _set_threads() -> None:
 _set_threads()
 
 
-def normalize(vectors, *, what: str = "vectors") -> np.ndarray:
-    """Validate ``vectors`` (n, d) and return them as unit-norm float32 rows, C-contiguous for faiss."""
-    x = np.asarray(vectors)
-    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-        raise InvalidInputError(
-            f"{what} must be a non-empty 2-D array (n, d), got shape {x.shape}; pass one row per item "
-            "(reshape a single vector with vector[None, :])."
-        )
-    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
-        raise InvalidInputError(f"{what} must be real numbers, got dtype {x.dtype}.")
-    x = np.array(x, dtype=np.float32, order="C")  # a copy: we normalise in place
-    bad = ~np.isfinite(x).all(axis=1)
-    if bad.any():
-        raise InvalidInputError(
-            f"{what} has {int(bad.sum())} row(s) with NaN or inf (first at row {int(np.argmax(bad))}); "
-            "recompute or drop those items before indexing."
-        )
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    zero = norms[:, 0] == 0
-    if zero.any():
-        raise InvalidInputError(
-            f"{what} has {int(zero.sum())} all-zero row(s) (first at row {int(np.argmax(zero))}); "
-            "cosine similarity is undefined for them: drop those items."
-        )
-    x /= norms
-    return x
-
-
 def default_nlist(n: int) -> int:
     """About 4 * sqrt(n) inverted lists (faiss's rule of thumb), but at least 39 training points each."""
     return int(max(1, min(round(4 * np.sqrt(n)), n // 39)))
@@ -73,7 +47,11 @@ def build_index(vectors, *, exact: bool | None = None, nlist: int | None = None,
     ``nlist``/``nprobe`` override the IVF defaults; without ``nprobe`` it is tuned for recall@10 >=
     ``TARGET_RECALL`` on a sample of the vectors (positions in the index are row numbers).
     """
-    x = normalize(vectors)
+    return _build_index(normalize_rows(vectors, zero_rows="raise", what="vectors"), exact, nlist, nprobe, seed)
+
+
+def _build_index(x: np.ndarray, exact: bool | None, nlist: int | None, nprobe: int | None, seed: int) -> faiss.Index:
+    """:func:`build_index` on rows normalised already (no second copy of a large array)."""
     n, d = x.shape
     if exact is None:
         exact = n <= EXACT_MAX_SIZE
@@ -130,7 +108,7 @@ def search(index: faiss.Index, queries, k: int) -> tuple[np.ndarray, np.ndarray]
     Similarities are cosines (higher is closer), rows sorted best first; indices are positions in the index.
     """
     _check_k(k, index.ntotal)
-    q = normalize(queries, what="queries")
+    q = normalize_rows(queries, zero_rows="raise", what="queries")
     if q.shape[1] != index.d:
         raise InvalidInputError(
             f"queries have {q.shape[1]} dimensions but the index has {index.d}; embed the queries with the "
@@ -139,17 +117,21 @@ def search(index: faiss.Index, queries, k: int) -> tuple[np.ndarray, np.ndarray]
     return _search(index, q, k)
 
 
-def knn_graph(vectors, k: int, *, exact: bool | None = None,
-              index: faiss.Index | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's ``k`` nearest other rows: ``(indices, similarities)``, each (n, k), self excluded.
+def knn_graph(vectors, k: int, *, exact: bool | None = None, index: faiss.Index | None = None,
+              seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``k`` nearest other rows by cosine: ``(indices, similarities)``, each (n, k), nearest first, self
+    excluded (where exact copies push a row out of its own list, its weakest hit goes instead).
 
-    ``index`` reuses an index already built over exactly these ``vectors`` (same order).
+    The one kNN graph of the array packages (mislabel votes, edge scores, cluster density, typicality): exact up
+    to ``EXACT_MAX_SIZE`` rows, IVF above with ``nprobe`` tuned to recall@10 >= ``TARGET_RECALL`` (``exact``
+    forces either; ``seed`` seeds the IVF k-means). ``index`` reuses an index already built over exactly these
+    ``vectors`` (same order). Memory: one normalised copy of ``vectors`` plus the index's own.
     """
-    x = normalize(vectors)
+    x = normalize_rows(vectors, zero_rows="raise", what="vectors")
     n = x.shape[0]
     _check_k(k, n - 1, what="other vectors")
     if index is None:
-        index = build_index(x, exact=exact)
+        index = _build_index(x, exact, None, None, seed)
     elif index.ntotal != n or index.d != x.shape[1]:
         raise InvalidInputError(
             f"the index holds {index.ntotal} x {index.d} vectors but {n} x {x.shape[1]} were given; "
