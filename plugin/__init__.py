@@ -1,7 +1,8 @@
 """curate-loop's FiftyOne plugin: thin operators over the ``curate_loop`` package.
 
-FiftyOne loads this file under its own module name, so siblings are imported relatively and the
-core only through ``curate_loop``.
+One module per operator group; what they all do the same way (config, delegation, form widgets, progress,
+results, showing the result) is in ``forms``. FiftyOne loads this file under its own module name, so siblings are
+imported relatively and the core only through ``curate_loop``.
 """
 
 from .curation import FindNearDuplicates, ScoreEdgeCases, SelectBatch

@@ -4,10 +4,10 @@ Thin layers over ``curate_loop.runs``: read the form, call the library with ``ct
 callback, open the result (the batch's saved view, the edge-case view, the duplicate groups) in the App.
 """
 
-import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from .embeddings import DELEGATE_ABOVE, _dropdown, _progress
+from .forms import (DELEGATE_ABOVE, DelegableOperator, cannot_run, complete_embedding_keys, dropdown, form,
+                    operator_config, progress, radio, results, show_result)
 
 STRATEGY_LABELS = {
     "cluster_balanced": "Cluster-balanced (covers every cluster, keeps edge cases)",
@@ -15,22 +15,11 @@ STRATEGY_LABELS = {
     "kcenter": "Diversity (k-center greedy)",
     "random": "Random (the baseline)",
 }
-
-
-def _image_keys(dataset, level="image"):
-    from curate_loop.runs.embeddings import list_embeddings
-
-    return [row["key"] for row in list_embeddings(dataset)
-            if row["status"] == "complete" and (level is None or row.get("level") == level)]
+CURATION_DELEGATE_ABOVE = 50 * DELEGATE_ABOVE  # one pass over stored vectors: far cheaper than embedding
 
 
 def _no_embeddings(inputs, what):
-    inputs.view("none", types.Error(label=f"No finished {what} embeddings yet: run 'compute embeddings' first."))
-    return types.Property(inputs)
-
-
-def _open_saved_view(ctx, name):
-    ctx.ops.set_view(view=ctx.dataset.load_saved_view(name))
+    return cannot_run(inputs, f"No finished {what} embeddings yet: run 'compute embeddings' first.")
 
 
 def _min_cluster_size_input(inputs):
@@ -44,44 +33,35 @@ def _min_cluster_size(params):
     return None if value in (None, "") else int(value)
 
 
-class SelectBatch(foo.Operator):
+class SelectBatch(DelegableOperator):
+    delegate_above = CURATION_DELEGATE_ABOVE
+
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="select_batch",
-            label="curate-loop: pick the next labeling batch",
-            description="Cluster-aware batch selection with a report against random picks of the same size",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+        return operator_config("select_batch", "curate-loop: pick the next labeling batch",
+                               "Cluster-aware batch selection with a report against random picks of the same size",
+                               delegable=True)
 
     def resolve_input(self, ctx):
         from curate_loop.runs.pool import label_fields, resolve_label_field
 
         inputs = types.Object()
-        keys = _image_keys(ctx.dataset)
+        keys = complete_embedding_keys(ctx.dataset, level="image")
         if not keys:
             return _no_embeddings(inputs, "image")
         batches = ctx.dataset.list_runs(method="curate_loop.batch")
         inputs.str("name", default=f"batch_{len(batches) + 1:02d}", required=True, label="Batch name",
                    description="Letters, digits and underscores; the batch becomes a saved view of that name")
         inputs.int("k", default=min(50, len(ctx.target_view())), required=True, label="Batch size (K)")
-        _dropdown(inputs, "key", keys, "Embeddings")
-        strategies = types.RadioGroup()
-        for value, label in STRATEGY_LABELS.items():
-            strategies.add_choice(value, label=label)
-        inputs.enum("strategy", strategies.values(), default="cluster_balanced", label="Strategy", view=strategies)
+        dropdown(inputs, "key", keys, "Embeddings")
+        radio(inputs, "strategy", STRATEGY_LABELS, "Strategy", default="cluster_balanced")
         fields = label_fields(ctx.dataset)
         if fields:
             default = resolve_label_field(ctx.dataset, None) or fields[0]
-            _dropdown(inputs, "label_field", fields, "Labeled samples are those with", default=default)
+            dropdown(inputs, "label_field", fields, "Labeled samples are those with", default=default)
         _min_cluster_size_input(inputs)
         inputs.bool("overwrite", default=False, label="Replace a batch of the same name")
-        return types.Property(inputs, view=types.View(label="Pick the next labeling batch"))
-
-    def resolve_delegation(self, ctx):
-        return len(ctx.target_view()) > 50 * DELEGATE_ABOVE
+        return form(inputs, "Pick the next labeling batch")
 
     def execute(self, ctx):
         from curate_loop.runs.curation import select_batch
@@ -90,10 +70,8 @@ class SelectBatch(foo.Operator):
         summary = select_batch(ctx.target_view(), p["name"], int(p["k"]), p["key"],
                                strategy=p.get("strategy", "cluster_balanced"), label_field=p.get("label_field"),
                                min_cluster_size=_min_cluster_size(p), overwrite=bool(p.get("overwrite")),
-                               progress=_progress(ctx))
-        ctx.trigger("reload_dataset")
-        if not ctx.delegated:
-            _open_saved_view(ctx, summary.view_name)
+                               progress=progress(ctx))
+        show_result(ctx, summary.view_name)
         coverage = summary.coverage.get("cluster_coverage", {})
         return {"batch": summary.name, "picked": summary.picked, "view": summary.view_name,
                 "clusters": f"{summary.clusters_reached} of {summary.clusters} "
@@ -101,98 +79,69 @@ class SelectBatch(foo.Operator):
                 "edge_gain": f"{summary.saturation['gain']:+.1%}", "report": summary.report_path}
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.str("batch", label="Batch")
-        outputs.int("picked", label="Samples picked")
-        outputs.str("view", label="Saved view")
-        outputs.str("clusters", label="Clusters reached")
-        outputs.str("edge_gain", label="Edge-case coverage added")
-        outputs.str("report", label="Report (HTML)")
-        return types.Property(outputs, view=types.View(label="Batch picked"))
+        return results("Batch picked", [("batch", str, "Batch"), ("picked", int, "Samples picked"),
+                                        ("view", str, "Saved view"), ("clusters", str, "Clusters reached"),
+                                        ("edge_gain", str, "Edge-case coverage added"),
+                                        ("report", str, "Report (HTML)")])
 
 
-class ScoreEdgeCases(foo.Operator):
+class ScoreEdgeCases(DelegableOperator):
+    delegate_above = CURATION_DELEGATE_ABOVE
+
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="score_edge_cases",
-            label="curate-loop: score edge cases",
-            description="Rare and outlying samples or objects, highest score first",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+        return operator_config("score_edge_cases", "curate-loop: score edge cases",
+                               "Rare and outlying samples or objects, highest score first", delegable=True)
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        keys = _image_keys(ctx.dataset, level=None)
+        keys = complete_embedding_keys(ctx.dataset)
         if not keys:
             return _no_embeddings(inputs, "")
-        _dropdown(inputs, "key", keys, "Embeddings (images or objects)")
+        dropdown(inputs, "key", keys, "Embeddings (images or objects)")
         _min_cluster_size_input(inputs)
-        return types.Property(inputs, view=types.View(label="Score edge cases"))
-
-    def resolve_delegation(self, ctx):
-        return len(ctx.target_view()) > 50 * DELEGATE_ABOVE
+        return form(inputs, "Score edge cases")
 
     def execute(self, ctx):
         from curate_loop.runs.edges import score_edge_cases
 
         summary = score_edge_cases(ctx.target_view(), ctx.params["key"],
-                                   min_cluster_size=_min_cluster_size(ctx.params), progress=_progress(ctx))
-        ctx.trigger("reload_dataset")
-        if not ctx.delegated:
-            _open_saved_view(ctx, summary.view_name)
+                                   min_cluster_size=_min_cluster_size(ctx.params), progress=progress(ctx))
+        show_result(ctx, summary.view_name)
         return {"scored": summary.scored, "sparse_clusters": summary.sparse_clusters, "noise": summary.noise,
                 "view": summary.view_name}
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.int("scored", label="Scored")
-        outputs.int("sparse_clusters", label="Sparse clusters")
-        outputs.int("noise", label="Outliers (in no cluster)")
-        outputs.str("view", label="Saved view")
-        return types.Property(outputs, view=types.View(label="Edge cases scored"))
+        return results("Edge cases scored", [("scored", int, "Scored"), ("sparse_clusters", int, "Sparse clusters"),
+                                             ("noise", int, "Outliers (in no cluster)"), ("view", str, "Saved view")])
 
 
-class FindNearDuplicates(foo.Operator):
+class FindNearDuplicates(DelegableOperator):
+    delegate_above = CURATION_DELEGATE_ABOVE
+
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="find_near_duplicates",
-            label="curate-loop: find near-duplicates",
-            description="Group near-identical samples and keep one per group",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+        return operator_config("find_near_duplicates", "curate-loop: find near-duplicates",
+                               "Group near-identical samples and keep one per group", delegable=True)
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        keys = _image_keys(ctx.dataset)
+        keys = complete_embedding_keys(ctx.dataset, level="image")
         if not keys:
             return _no_embeddings(inputs, "image")
-        _dropdown(inputs, "key", keys, "Embeddings")
+        dropdown(inputs, "key", keys, "Embeddings")
         inputs.float("threshold", default=0.98, label="Cosine similarity threshold",
                      description="Two samples at least this similar are near-duplicates")
-        return types.Property(inputs, view=types.View(label="Find near-duplicates"))
-
-    def resolve_delegation(self, ctx):
-        return len(ctx.target_view()) > 50 * DELEGATE_ABOVE
+        return form(inputs, "Find near-duplicates")
 
     def execute(self, ctx):
         from curate_loop.runs.duplicates import find_duplicates
 
         summary = find_duplicates(ctx.target_view(), ctx.params["key"], threshold=float(ctx.params.get("threshold", 0.98)),
-                                  progress=_progress(ctx))
-        ctx.trigger("reload_dataset")
-        if not ctx.delegated and summary.groups:
-            _open_saved_view(ctx, summary.view_name)
+                                  progress=progress(ctx))
+        show_result(ctx, summary.view_name if summary.groups else None)
         return {"groups": summary.groups, "in_groups": summary.in_groups, "redundant": summary.redundant}
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.int("groups", label="Groups")
-        outputs.int("in_groups", label="Samples in groups")
-        outputs.int("redundant", label="Redundant copies (skipped by batches)")
-        return types.Property(outputs, view=types.View(label="Near-duplicates found"))
+        return results("Near-duplicates found", [("groups", int, "Groups"), ("in_groups", int, "Samples in groups"),
+                                                 ("redundant", int, "Redundant copies (skipped by batches)")])

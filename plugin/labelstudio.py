@@ -7,10 +7,10 @@ to the library and nowhere else: not in params, outputs or messages.
 
 import os
 
-import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from .embeddings import DELEGATE_ABOVE, _dropdown, _progress
+from .forms import (DELEGATE_ABOVE, DelegableOperator, cannot_run, dropdown, form, operator_config, progress, radio,
+                    results, show_result)
 
 POLICY_LABELS = {
     "latest": "Latest finished annotation wins",
@@ -31,17 +31,19 @@ def _batches(dataset):
     return sorted(b for b in dataset.distinct(BATCH_FIELD) if b)
 
 
-class PushToLabelStudio(foo.Operator):
+class _BatchOperator(DelegableOperator):
+    """A batch lives in the dataset, whatever the App shows: delegation goes by the dataset's size."""
+
+    delegate_above = 10 * DELEGATE_ABOVE
+    counts_whole_dataset = True
+
+
+class PushToLabelStudio(_BatchOperator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="push_to_labelstudio",
-            label="curate-loop: push a batch to Label Studio",
-            description="Create (or complete) the batch's tasks with the current labels as pre-annotations",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+        return operator_config("push_to_labelstudio", "curate-loop: push a batch to Label Studio",
+                               "Create (or complete) the batch's tasks with the current labels as pre-annotations",
+                               delegable=True)
 
     def resolve_input(self, ctx):
         from curate_loop.runs.pool import label_fields
@@ -49,49 +51,36 @@ class PushToLabelStudio(foo.Operator):
         inputs = types.Object()
         batches, fields = _batches(ctx.dataset), label_fields(ctx.dataset)
         if not batches or not fields:
-            inputs.view("none", types.Error(label="Needs a batch (pick one with 'pick the next labeling batch' or "
-                                                  "send mislabels for re-annotation) and a Detections/"
-                                                  "Classification field."))
-            return types.Property(inputs)
-        _dropdown(inputs, "batch", batches, "Batch")
-        _dropdown(inputs, "label_field", fields, "Label field", default="ground_truth" if "ground_truth" in fields
-                  else None, description="Its labels become pre-annotations; annotations come back into it")
+            return cannot_run(inputs, "Needs a batch (pick one with 'pick the next labeling batch' or send mislabels "
+                                      "for re-annotation) and a Detections/Classification field.")
+        dropdown(inputs, "batch", batches, "Batch")
+        dropdown(inputs, "label_field", fields, "Label field", default="ground_truth" if "ground_truth" in fields
+                 else None, description="Its labels become pre-annotations; annotations come back into it")
         inputs.str("document_root", default=os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", ""),
                    label="Server's local-files root", description="The folder Label Studio serves media from")
-        return types.Property(inputs, view=types.View(label="Push to Label Studio"))
-
-    def resolve_delegation(self, ctx):
-        return len(ctx.dataset) > 10 * DELEGATE_ABOVE
+        return form(inputs, "Push to Label Studio")
 
     def execute(self, ctx):
         from curate_loop.runs.labelstudio import push_batch
 
         p = ctx.params
         summary = push_batch(ctx.dataset, p["batch"], p["label_field"], document_root=p.get("document_root") or None,
-                             progress=_progress(ctx), **_credentials(ctx))
+                             progress=progress(ctx), **_credentials(ctx))
         return {"tasks": summary.tasks, "created": summary.created, "already_there": summary.already_there,
                 "project": f"{summary.url}/projects/{summary.project_id}/data?tab={summary.view_id}"}
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.int("tasks", label="Tasks of the batch")
-        outputs.int("created", label="Created now")
-        outputs.int("already_there", label="Already there (not created again)")
-        outputs.str("project", label="Open in Label Studio")
-        return types.Property(outputs, view=types.View(label="Pushed"))
+        return results("Pushed", [("tasks", int, "Tasks of the batch"), ("created", int, "Created now"),
+                                  ("already_there", int, "Already there (not created again)"),
+                                  ("project", str, "Open in Label Studio")])
 
 
-class PullFromLabelStudio(foo.Operator):
+class PullFromLabelStudio(_BatchOperator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="pull_from_labelstudio",
-            label="curate-loop: pull annotations from Label Studio",
-            description="Apply the batch's finished annotations (reconciling several annotators)",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+        return operator_config("pull_from_labelstudio", "curate-loop: pull annotations from Label Studio",
+                               "Apply the batch's finished annotations (reconciling several annotators)",
+                               delegable=True)
 
     def resolve_input(self, ctx):
         from curate_loop.runs.labelstudio import batch_status, list_pushed_batches
@@ -99,40 +88,29 @@ class PullFromLabelStudio(foo.Operator):
         inputs = types.Object()
         batches = list_pushed_batches(ctx.dataset)
         if not batches:
-            inputs.view("none", types.Error(label="No batch was pushed to Label Studio yet."))
-            return types.Property(inputs)
-        _dropdown(inputs, "batch", batches, "Batch")
+            return cannot_run(inputs, "No batch was pushed to Label Studio yet.")
+        dropdown(inputs, "batch", batches, "Batch")
         batch = ctx.params.get("batch") or batches[0]
         status = batch_status(ctx.dataset, batch, **_credentials(ctx))
         counts = (f"{status['finished']}/{status['tasks']} tasks finished" if status.get("server") == "ok"
                   else "server unreachable")
         inputs.view("status", types.Notice(label=f"{batch}: {status['state']} ({counts})"))
-        policies = types.RadioGroup()
-        for value, label in POLICY_LABELS.items():
-            policies.add_choice(value, label=label)
-        inputs.enum("policy", policies.values(), default="latest", label="Several annotators", view=policies)
-        return types.Property(inputs, view=types.View(label="Pull from Label Studio"))
-
-    def resolve_delegation(self, ctx):
-        return len(ctx.dataset) > 10 * DELEGATE_ABOVE
+        radio(inputs, "policy", POLICY_LABELS, "Several annotators", default="latest")
+        return form(inputs, "Pull from Label Studio")
 
     def execute(self, ctx):
         from curate_loop.runs.labelstudio import pull_batch
 
         p = ctx.params
-        summary = pull_batch(ctx.dataset, p["batch"], policy=p.get("policy", "latest"), progress=_progress(ctx),
+        summary = pull_batch(ctx.dataset, p["batch"], policy=p.get("policy", "latest"), progress=progress(ctx),
                              **_credentials(ctx))
-        ctx.trigger("reload_dataset")
+        show_result(ctx)
         return {"applied": summary.applied, "changed": summary.changed_samples,
                 "labels": f"{summary.labels_updated} updated, {summary.labels_added} added, "
                           f"{summary.labels_removed} removed",
                 "conflicts": len(summary.conflicts), "cancelled": summary.cancelled}
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.int("applied", label="Annotated tasks applied")
-        outputs.int("changed", label="Samples changed")
-        outputs.str("labels", label="Labels")
-        outputs.int("conflicts", label="Conflicts left unapplied")
-        outputs.int("cancelled", label="Cancelled annotations skipped")
-        return types.Property(outputs, view=types.View(label="Pulled"))
+        return results("Pulled", [("applied", int, "Annotated tasks applied"), ("changed", int, "Samples changed"),
+                                  ("labels", str, "Labels"), ("conflicts", int, "Conflicts left unapplied"),
+                                  ("cancelled", int, "Cancelled annotations skipped")])

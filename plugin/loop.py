@@ -10,7 +10,7 @@ URL and key come from the plugin secrets, as for the push and pull operators.
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from .embeddings import _progress
+from .forms import DelegableOperator, operator_config, progress, show_result
 from .labelstudio import _credentials
 
 PANEL_NAME = "curation_loop"
@@ -22,17 +22,12 @@ def _load_manifest(path):
     return load_manifest(path)
 
 
-class RunLoopIteration(foo.Operator):
+class RunLoopIteration(DelegableOperator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="run_loop_iteration",
-            label="curate-loop: run one loop iteration",
-            description="Pull finished batches, embed what is new, scan for mislabels, curate and push the next batch",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+        return operator_config("run_loop_iteration", "curate-loop: run one loop iteration",
+                               "Pull finished batches, embed what is new, scan for mislabels, curate and push the next "
+                               "batch", delegable=True)
 
     def resolve_input(self, ctx):
         from curate_loop.loop.runner import manifest_path_for
@@ -46,8 +41,8 @@ class RunLoopIteration(foo.Operator):
         from curate_loop.loop.runner import run_iteration
 
         manifest = _load_manifest(ctx.params["manifest"])
-        summary = run_iteration(manifest, progress=_progress(ctx), **_credentials(ctx))
-        ctx.trigger("reload_dataset")
+        summary = run_iteration(manifest, progress=progress(ctx), **_credentials(ctx))
+        show_result(ctx)
         return {"iteration": summary.iteration, "batch": summary.batch, "selected": summary.selected,
                 "pushed": summary.pushed, "report": summary.loop_report_path}
 

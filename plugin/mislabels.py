@@ -8,7 +8,8 @@ first, with the suggested class on it); select suspects (in the grid, or labels 
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from .embeddings import DELEGATE_ABOVE, _dropdown, _progress
+from .forms import (DELEGATE_ABOVE, DelegableOperator, cannot_run, dropdown, form, operator_config, progress, radio,
+                    results, show_result)
 
 DECISIONS = {
     "accept": "Accept the suggestion (relabel)",
@@ -23,91 +24,71 @@ def _label_fields(dataset):
     return label_fields(dataset)
 
 
-class FindMislabels(foo.Operator):
+class FindMislabels(DelegableOperator):
+    delegate_above = 10 * DELEGATE_ABOVE
+
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="find_mislabels",
-            label="curate-loop: find mislabels",
-            description="Labels whose class disagrees with visually similar labels, with a suggested class",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+        return operator_config("find_mislabels", "curate-loop: find mislabels",
+                               "Labels whose class disagrees with visually similar labels, with a suggested class",
+                               delegable=True)
 
     def resolve_input(self, ctx):
         from curate_loop.runs.embeddings import list_embeddings
 
         inputs = types.Object()
         fields = _label_fields(ctx.dataset)
-        keys = [r["key"] for r in list_embeddings(ctx.dataset) if r["status"] == "complete"]
-        if not fields or not keys:
-            inputs.view("none", types.Error(label="Needs a Detections/Classification field and finished embeddings "
-                                                  "(object embeddings of that field for boxes)."))
-            return types.Property(inputs)
-        _dropdown(inputs, "label_field", fields, "Labels to check")
+        runs = [r for r in list_embeddings(ctx.dataset) if r["status"] == "complete"]
+        if not fields or not runs:
+            return cannot_run(inputs, "Needs a Detections/Classification field and finished embeddings "
+                                      "(object embeddings of that field for boxes).")
+        dropdown(inputs, "label_field", fields, "Labels to check")
         field = ctx.params.get("label_field") or fields[0]
-        matching = [r["key"] for r in list_embeddings(ctx.dataset)
-                    if r["status"] == "complete" and r.get("patches_field") in (field, None)]
-        _dropdown(inputs, "key", matching or keys, "Embeddings",
-                  description="Object embeddings of these boxes (Detections) or image embeddings (Classification)")
-        return types.Property(inputs, view=types.View(label="Find mislabels"))
-
-    def resolve_delegation(self, ctx):
-        return len(ctx.target_view()) > 10 * DELEGATE_ABOVE
+        matching = [r["key"] for r in runs if r.get("patches_field") in (field, None)]
+        dropdown(inputs, "key", matching or [r["key"] for r in runs], "Embeddings",
+                 description="Object embeddings of these boxes (Detections) or image embeddings (Classification)")
+        return form(inputs, "Find mislabels")
 
     def execute(self, ctx):
         from curate_loop.runs.mislabels import find_mislabels
 
         summary = find_mislabels(ctx.target_view(), ctx.params["label_field"], ctx.params["key"],
-                                 progress=_progress(ctx))
-        ctx.trigger("reload_dataset")
-        if not ctx.delegated and summary.suspects:
-            ctx.ops.set_view(view=ctx.dataset.load_saved_view(summary.view_name))
+                                 progress=progress(ctx))
+        show_result(ctx, summary.view_name if summary.suspects else None)
         pairs = ", ".join(f"{r['given']}->{r['true']} {r['rate']:.0%}" for r in summary.noise_rates[:5]) or "none"
         return {"scored": summary.scored, "suspects": summary.suspects, "still_rejected": summary.still_rejected,
                 "noise": pairs, "view": summary.view_name}
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.int("scored", label="Labels scored")
-        outputs.int("suspects", label="Suspects to review")
-        outputs.int("still_rejected", label="Rejected before, unchanged (not raised again)")
-        outputs.str("noise", label="Estimated noise (given -> likely true class)")
-        outputs.str("view", label="Saved view")
-        return types.Property(outputs, view=types.View(label="Mislabels found"))
+        return results("Mislabels found", [("scored", int, "Labels scored"), ("suspects", int, "Suspects to review"),
+                                           ("still_rejected", int, "Rejected before, unchanged (not raised again)"),
+                                           ("noise", str, "Estimated noise (given -> likely true class)"),
+                                           ("view", str, "Saved view")])
 
 
 class ReviewMislabels(foo.Operator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="review_mislabels",
-            label="curate-loop: review mislabels",
-            description="Accept the suggested class, mark not a mislabel, or send the selected suspects to re-annotation",
-            dynamic=True,
-        )
+        return operator_config("review_mislabels", "curate-loop: review mislabels",
+                               "Accept the suggested class, mark not a mislabel, or send the selected suspects to "
+                               "re-annotation")
 
     def resolve_input(self, ctx):
         inputs = types.Object()
         fields = _label_fields(ctx.dataset)
         if not fields:
-            inputs.view("none", types.Error(label="This dataset has no label field."))
-            return types.Property(inputs)
+            return cannot_run(inputs, "This dataset has no label field.")
         default = fields[0]
         if ctx.view._is_patches:
             default = ctx.view._label_fields[0] if getattr(ctx.view, "_label_fields", None) else default
-        _dropdown(inputs, "label_field", fields, "Label field", default=default if default in fields else None)
-        decisions = types.RadioGroup()
-        for value, label in DECISIONS.items():
-            decisions.add_choice(value, label=label)
-        inputs.enum("decision", decisions.values(), default="accept", label="Decision", view=decisions)
+        dropdown(inputs, "label_field", fields, "Label field", default=default if default in fields else None)
+        radio(inputs, "decision", DECISIONS, "Decision", default="accept")
         if ctx.params.get("decision") == "reannotate":
             inputs.str("batch", default="reannotate", label="Batch name (for the Label Studio push)")
         count = len(ctx.selected_labels) or len(ctx.selected)
         if not count:
             inputs.view("nothing", types.Warning(label="Select suspects in the grid (or labels in a sample) first."))
-        return types.Property(inputs, view=types.View(label=f"Review {count} selected"))
+        return form(inputs, f"Review {count} selected")
 
     def execute(self, ctx):
         from curate_loop.runs.mislabels import (accept_suggestions, label_ids_of_selection, reject_suspects,
@@ -124,11 +105,9 @@ class ReviewMislabels(foo.Operator):
         else:
             count = send_for_reannotation(ctx.dataset, field, ids, ctx.params.get("batch") or "reannotate")
         ctx.ops.clear_selected_samples()
-        ctx.trigger("reload_dataset")
+        show_result(ctx)
         return {"decision": DECISIONS[decision], "count": count}
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.str("decision", label="Decision")
-        outputs.int("count", label="Labels (samples, for re-annotation)")
-        return types.Property(outputs, view=types.View(label="Reviewed"))
+        return results("Reviewed", [("decision", str, "Decision"),
+                                    ("count", int, "Labels (samples, for re-annotation)")])

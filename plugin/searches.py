@@ -3,31 +3,26 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from .embeddings import _dropdown, _embedding_keys
+from .forms import DelegableOperator, cannot_run, complete_embedding_keys, dropdown, form, operator_config, results
 
 
 class SaveSearch(foo.Operator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="save_search",
-            label="curate-loop: save similarity search",
-            description="Keep the selected samples (or a text prompt) as a named search to score new data later",
-            dynamic=True,
-        )
+        return operator_config("save_search", "curate-loop: save similarity search",
+                               "Keep the selected samples (or a text prompt) as a named search to score new data later")
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        keys = _embedding_keys(ctx.dataset)
+        keys = complete_embedding_keys(ctx.dataset)
         if not keys:
-            inputs.view("none", types.Error(label="No finished embeddings yet: run 'compute embeddings' first."))
-            return types.Property(inputs)
+            return cannot_run(inputs, "No finished embeddings yet: run 'compute embeddings' first.")
         inputs.str("name", required=True, label="Search name", description="letters, digits and underscores")
-        _dropdown(inputs, "key", keys, "Embeddings")
+        dropdown(inputs, "key", keys, "Embeddings")
         n_selected = len(ctx.selected) + len(ctx.selected_labels)
         inputs.str("text", label="Text prompt (CLIP models)",
                    description=f"Leave empty to use the {n_selected} selected sample(s)/object(s) as examples")
-        return types.Property(inputs, view=types.View(label="Save similarity search"))
+        return form(inputs, "Save similarity search")
 
     def execute(self, ctx):
         from curate_loop.runs.searches import save_search
@@ -40,24 +35,15 @@ class SaveSearch(foo.Operator):
         return {"name": ctx.params["name"], "examples": len(examples or []), "text": text or ""}
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.str("name", label="Saved search")
-        outputs.int("examples", label="Example items")
-        outputs.str("text", label="Text prompt")
-        return types.Property(outputs, view=types.View(label="Search saved"))
+        return results("Search saved", [("name", str, "Saved search"), ("examples", int, "Example items"),
+                                        ("text", str, "Text prompt")])
 
 
-class ApplySearch(foo.Operator):
+class ApplySearch(DelegableOperator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="apply_search",
-            label="curate-loop: apply saved search",
-            description="Score the current view with a saved search and sort by it",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+        return operator_config("apply_search", "curate-loop: apply saved search",
+                               "Score the current view with a saved search and sort by it", delegable=True)
 
     def resolve_input(self, ctx):
         from curate_loop.runs.searches import list_searches
@@ -65,10 +51,9 @@ class ApplySearch(foo.Operator):
         inputs = types.Object()
         names = list_searches(ctx.dataset)
         if not names:
-            inputs.view("none", types.Error(label="No saved searches yet: run 'save similarity search' first."))
-            return types.Property(inputs)
-        _dropdown(inputs, "name", names, "Saved search")
-        return types.Property(inputs, view=types.View(label="Apply saved search"))
+            return cannot_run(inputs, "No saved searches yet: run 'save similarity search' first.")
+        dropdown(inputs, "name", names, "Saved search")
+        return form(inputs, "Apply saved search")
 
     def execute(self, ctx):
         from curate_loop.runs.searches import apply_search
@@ -82,7 +67,4 @@ class ApplySearch(foo.Operator):
         return {"field": field, "scored": view.exists(field).count() if ctx.dataset.has_sample_field(field) else 0}
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.str("field", label="Scores written to")
-        outputs.int("scored", label="Samples scored")
-        return types.Property(outputs, view=types.View(label="Search applied"))
+        return results("Search applied", [("field", str, "Scores written to"), ("scored", int, "Samples scored")])

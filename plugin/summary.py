@@ -5,28 +5,23 @@ import fiftyone.operators.types as types
 
 from curate_loop.summary import default_label_field, label_fields, summarize
 
+from .forms import dropdown, form, operator_config, results
+
 
 class DatasetSummary(foo.Operator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="dataset_summary",
-            label="curate-loop: summarize this view",
-            description="Counts samples, tags and labels per class in the current view",
-            dynamic=True,
-        )
+        return operator_config("dataset_summary", "curate-loop: summarize this view",
+                               "Counts samples, tags and labels per class in the current view")
 
     def resolve_input(self, ctx):
         inputs = types.Object()
         fields = label_fields(ctx.dataset)
         if fields:
-            choices = types.DropdownView()
-            for name in fields:
-                choices.add_choice(name, label=name)
-            inputs.enum("label_field", choices.values(), default=default_label_field(fields), label="Label field", view=choices)
+            dropdown(inputs, "label_field", fields, "Label field", default=default_label_field(fields), required=False)
         else:
             inputs.view("note", types.Notice(label="This dataset has no Detections or Classification field."))
-        return types.Property(inputs, view=types.View(label="Summarize this view"))
+        return form(inputs, "Summarize this view")
 
     def execute(self, ctx):
         summary = summarize(ctx.target_view(), ctx.params.get("label_field"))
@@ -40,9 +35,7 @@ class DatasetSummary(foo.Operator):
         }
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.int("samples", label="Samples in view")
-        outputs.int("labeled_samples", label="Samples with labels")
-        outputs.str("tags", label="Sample tags")
-        outputs.str("labels_per_class", label="Labels per class")
-        return types.Property(outputs, view=types.View(label="curate-loop summary"))
+        return results("curate-loop summary", [("samples", int, "Samples in view"),
+                                               ("labeled_samples", int, "Samples with labels"),
+                                               ("tags", str, "Sample tags"),
+                                               ("labels_per_class", str, "Labels per class")])

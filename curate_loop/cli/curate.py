@@ -1,0 +1,130 @@
+"""`curate-loop curate`: pick the next labeling batch, score edge cases, group near-duplicates, balanced subsets."""
+
+from __future__ import annotations
+
+import click
+
+from .options import ProgressBar, min_cluster_size_option, open_view, tag_option
+
+
+@click.group()
+def curate() -> None:
+    """Curation: pick the next labeling batch, score edge cases, group near-duplicates."""
+
+
+@curate.command("select")
+@click.argument("dataset_name")
+@click.argument("batch_name")
+@click.option("-k", "--size", "k", type=click.IntRange(1), required=True, help="How many samples to pick.")
+@click.option("--key", default="clip", show_default=True, help="Image embeddings run to pick with.")
+@click.option("--strategy", type=click.Choice(["cluster_balanced", "typicality", "kcenter", "random"]),
+              default="cluster_balanced", show_default=True)
+@click.option("--label-field", help="Samples with labels here are labeled (default: ground_truth when present).")
+@click.option("--class-field", help="Labels or predictions to measure class coverage with, when there are any.")
+@min_cluster_size_option
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Pick an existing batch again (its samples go back to the pool).")
+@tag_option
+def curate_select(dataset_name, batch_name, k, key, strategy, label_field, class_field, min_cluster_size, seed,
+                  overwrite, tags):
+    """Pick BATCH_NAME: K samples to label next, with a report against random picks of the same size."""
+    from curate_loop.runs.curation import select_batch
+
+    view = open_view(dataset_name, tags)
+    with ProgressBar("curating") as bar:
+        summary = select_batch(view, batch_name, k, key, strategy=strategy, label_field=label_field,
+                               class_field=class_field, min_cluster_size=min_cluster_size, seed=seed,
+                               overwrite=overwrite, progress=bar)
+    click.echo(f"Batch {summary.name!r}: {summary.picked} of {summary.pool_size} pool samples "
+               f"({summary.strategy}); saved view {summary.view_name!r}.")
+    click.echo(f"  clusters reached {summary.clusters_reached}/{summary.clusters}, sparse {summary.sparse_reached}/"
+               f"{summary.sparse_clusters}; near-duplicates skipped {summary.near_duplicates_skipped}")
+    for metric, row in summary.coverage.items():
+        if isinstance(row, dict) and "ours" in row:
+            click.echo(f"  {metric}: ours {row['ours']:.3f} vs random {row.get('random_mean', float('nan')):.3f}")
+    sat = summary.saturation
+    click.echo(f"  edge cases covered {sat['covered_before']:.0%} -> {sat['covered_after']:.0%} "
+               f"(+{sat['gain']:.1%})")
+    if summary.without_vectors:
+        click.echo(f"  {summary.without_vectors} samples have no {key!r} vectors and were not considered: run "
+                   f"`curate-loop embed compute {dataset_name} --key {key}` to add them.")
+    if summary.report_path:
+        click.echo(f"  report: {summary.report_path}")
+
+
+@curate.command("edges")
+@click.argument("dataset_name")
+@click.option("--key", default="clip", show_default=True, help="Image or object embeddings run.")
+@min_cluster_size_option
+@tag_option
+def curate_edges(dataset_name, key, min_cluster_size, tags):
+    """Score edge cases (rare, outlying samples or objects); saved view edge_cases, highest first."""
+    from curate_loop.runs.edges import score_edge_cases
+
+    with ProgressBar("edge cases") as bar:
+        summary = score_edge_cases(open_view(dataset_name, tags), key, min_cluster_size=min_cluster_size,
+                                   progress=bar)
+    click.echo(f"Scored {summary.scored} {summary.level}s: {summary.sparse_clusters} sparse of {summary.clusters} "
+               f"clusters, {summary.noise} outliers; saved view {summary.view_name!r}.")
+
+
+@curate.command("duplicates")
+@click.argument("dataset_name")
+@click.option("--key", default="clip", show_default=True, help="Image embeddings run.")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=0.98, show_default=True,
+              help="Cosine similarity from which two samples are near-duplicates.")
+@tag_option
+def curate_duplicates(dataset_name, key, threshold, tags):
+    """Group near-duplicates and mark one to keep per group (batches skip the rest)."""
+    from curate_loop.runs.duplicates import find_duplicates
+
+    with ProgressBar("near-duplicates") as bar:
+        summary = find_duplicates(open_view(dataset_name, tags), key, threshold=threshold, progress=bar)
+    click.echo(f"{summary.groups} near-duplicate groups ({summary.in_groups} samples, {summary.redundant} redundant); "
+               f"saved view {summary.view_name!r}.")
+
+
+@curate.command("subset")
+@click.argument("dataset_name")
+@click.argument("name")
+@click.option("-k", "--size", "k", type=click.IntRange(1), required=True)
+@click.option("--label-field", default="ground_truth", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--overwrite", is_flag=True)
+@tag_option
+def curate_subset(dataset_name, name, k, label_field, seed, overwrite, tags):
+    """Tag a class- and object-balanced subset of labeled samples (e.g. a test set) as NAME."""
+    from curate_loop.runs.curation import select_balanced_subset
+
+    result = select_balanced_subset(open_view(dataset_name, tags), name, k, label_field, seed=seed,
+                                    overwrite=overwrite)
+    click.echo(f"Subset {name!r}: {result['picked']} samples; rarest class has {result['min_class_objects']} objects "
+               f"(random subset: {result['min_class_objects_random']}); saved view 'subset_{name}'.")
+
+
+@curate.command("list")
+@click.argument("dataset_name")
+def curate_list(dataset_name):
+    """Batches so far and how much each added to edge-case coverage."""
+    from curate_loop.runs.curation import saturation_history
+
+    history = saturation_history(open_view(dataset_name))
+    if not history["batches"]:
+        click.echo("No batches yet: `curate-loop curate select DATASET NAME -k K`.")
+        return
+    for row in history["batches"]:
+        click.echo(f"{row['name']}: edge cases covered {row['covered_before']:.0%} -> {row['covered_after']:.0%} "
+                   f"(+{row['gain']:.1%})")
+    if history["saturated"]:
+        click.echo("Edge cases are saturated: recent batches add little coverage of the sparse region.")
+
+
+@curate.command("delete")
+@click.argument("dataset_name")
+@click.argument("batch_name")
+def curate_delete(dataset_name, batch_name):
+    """Delete a batch: its samples go back to the pool."""
+    from curate_loop.runs.curation import delete_batch
+
+    count = delete_batch(open_view(dataset_name), batch_name)
+    click.echo(f"Deleted batch {batch_name!r}; {count} samples are back in the pool.")

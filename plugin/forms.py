@@ -1,0 +1,91 @@
+"""What every operator of the plugin does the same way, written once.
+
+An operator here reads its params, resolves the target view, makes one library call and reports; the pieces around
+that call live in this module: the config (dynamic forms; immediate or delegated execution for long jobs), the
+default choice of delegation by size, the form widgets (dropdowns, radio groups, "cannot run yet" notices), the
+progress callback, the result form, and showing the result in the App (reload, open the saved view).
+"""
+
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+DELEGATE_ABOVE = 2000  # images to embed: past this, delegated execution is the default; cheaper steps scale it up
+
+
+def operator_config(name, label, description, *, delegable=False):
+    """The operator's config: dynamic forms; ``delegable`` ones may also run delegated (``fiftyone delegated launch``)."""
+    delegation = {"allow_immediate_execution": True, "allow_delegated_execution": True} if delegable else {}
+    return foo.OperatorConfig(name=name, label=label, description=description, dynamic=True, **delegation)
+
+
+class DelegableOperator(foo.Operator):
+    """An operator that runs delegated by default once the collection it works on exceeds ``delegate_above`` samples.
+
+    ``delegate_above = None`` leaves the choice to the user. ``counts_whole_dataset`` is for operators that work on
+    the dataset (a Label Studio batch) rather than on the App's target view.
+    """
+
+    delegate_above = None
+    counts_whole_dataset = False
+
+    def resolve_delegation(self, ctx):
+        if self.delegate_above is None:
+            return None
+        collection = ctx.dataset if self.counts_whole_dataset else ctx.target_view()
+        return len(collection) > self.delegate_above
+
+
+def progress(ctx):
+    """The library's ``progress(fraction, label)`` callback, reported to the App (or the delegated run)."""
+    return lambda fraction, label: ctx.set_progress(progress=float(fraction), label=label)
+
+
+def complete_embedding_keys(dataset, level=None):
+    """Keys of the finished embeddings runs, of one ``level`` ("image" or "object") or of any when None."""
+    from curate_loop.runs.embeddings import list_embeddings
+
+    return [row["key"] for row in list_embeddings(dataset)
+            if row["status"] == "complete" and (level is None or row.get("level") == level)]
+
+
+def dropdown(inputs, name, choices, label, default=None, description=None, required=True):
+    """A choice among ``choices`` (strings), the first one by default."""
+    view = types.DropdownView()
+    for choice in choices:
+        view.add_choice(choice, label=choice)
+    inputs.enum(name, view.values(), default=default or (choices[0] if choices else None), required=required,
+                label=label, description=description, view=view)
+
+
+def radio(inputs, name, choices, label, default):
+    """A choice among ``choices`` ({value: label}), shown as radio buttons."""
+    view = types.RadioGroup()
+    for value, choice_label in choices.items():
+        view.add_choice(value, label=choice_label)
+    inputs.enum(name, view.values(), default=default, label=label, view=view)
+
+
+def form(inputs, title):
+    """The input form, titled."""
+    return types.Property(inputs, view=types.View(label=title))
+
+
+def cannot_run(inputs, message):
+    """The form of an operator that has nothing to work on yet: ``message`` says what to do first."""
+    inputs.view("none", types.Error(label=message))
+    return types.Property(inputs)
+
+
+def results(title, fields):
+    """The output form: ``fields`` are ``(name, int or str, label)`` rows, shown in order."""
+    outputs = types.Object()
+    for name, kind, label in fields:
+        (outputs.int if kind is int else outputs.str)(name, label=label)
+    return types.Property(outputs, view=types.View(label=title))
+
+
+def show_result(ctx, saved_view=None):
+    """Reload the dataset in the App; when run immediately, also open ``saved_view`` (a name) if given."""
+    ctx.trigger("reload_dataset")
+    if saved_view and not ctx.delegated:
+        ctx.ops.set_view(view=ctx.dataset.load_saved_view(saved_view))
