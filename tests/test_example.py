@@ -4,6 +4,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from curate_loop.examples.digits_canvas import CLASS_NAMES, ExampleSpec, generate_canvases
 from curate_loop.errors import InvalidInputError
@@ -66,7 +67,14 @@ def test_dataset_in_fiftyone_keeps_truth_aside(example_dataset):
     assert not gt_ids & truth_ids
     assert ds.count_values("example_kind") == {"regular": 74, "near_duplicate": 12, "outlier": 4}
     assert "example truth (kept aside)" in [g.name for g in ds.app_config.sidebar_groups]
-    assert all(w > 0 for w in ds.values("metadata.width"))
+    # the metadata written without reading the files back is each file's real size
+    filepaths, widths, heights = ds.values(["filepath", "metadata.width", "metadata.height"])
+    assert [_image_size(f) for f in filepaths] == list(zip(widths, heights))
+
+
+def _image_size(path):
+    with Image.open(path) as image:
+        return image.size
 
 
 def test_rebuilding_without_overwrite_refuses_and_keeps_data(example_dataset, media_root):

@@ -3,7 +3,6 @@ the simulated annotator answering from the example's kept-aside true labels."""
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import loop_copy
@@ -13,6 +12,7 @@ from curate_loop.errors import InvalidInputError
 from curate_loop.loop.manifest import load_manifest
 from curate_loop.loop.report import label_changes
 from curate_loop.loop.runner import history, run_iteration
+from curate_loop.runs.mislabels import SUSPECT
 from curate_loop.runs.pool import BATCH_FIELD
 
 BUDGET = 8
@@ -63,7 +63,8 @@ def test_two_iterations_learn_from_the_simulated_annotator(loop_setup, ls_env):
         assert all(d.ls_annotator.startswith("simulated-annotator") for d in sample.ground_truth.detections)
     batch_02 = set(dataset.load_saved_view("batch_02").values("id"))
     assert len(batch_02) == BUDGET and not batch_02 & (batch_01 | labeled_before)  # never re-selected
-    assert second.suspects is not None
+    open_suspects = dataset.count_values(f"ground_truth.detections.{SUSPECT}").get(True, 0)
+    assert second.suspects == open_suspects == len(dataset.load_saved_view("mislabel_suspects"))
     assert [it["iteration"] for it in history(dataset)] == [1, 2]
 
     # the iteration report: the saturation curve over both batches and what the pull changed
@@ -126,6 +127,7 @@ def test_cli_run_status_and_an_invalid_manifest(loop_setup, ls_env, tmp_path):
     assert "iteration 1: batch batch_01" in out and "batch batch_01: pulled" in out
     assert "Loop report: " in out and out.split("Loop report: ")[1].strip().endswith("loop.html")
 
+    iterations_before = history(dataset)
     bad = tmp_path / "bad.yml"
     bad.write_text("dataset: x\nclasses: ['0']\ncuration: {budget: 0, stratgy: random}\n")
     result = runner.invoke(cli, ["run", str(bad)])
@@ -139,4 +141,4 @@ def test_cli_run_status_and_an_invalid_manifest(loop_setup, ls_env, tmp_path):
     with pytest.raises(InvalidInputError, match="must not hold an API key"):
         bad.write_text("dataset: x\nclasses: ['0']\nlabelstudio: {api_key: secret}\n")
         load_manifest(bad)
-    assert np.isfinite(len(dataset))
+    assert history(dataset) == iterations_before  # an invalid manifest runs nothing

@@ -83,11 +83,25 @@ def test_saved_search_scores_samples_added_later(pixels):
 
 
 def test_text_search_with_a_clip_model_scores_every_sample(example_dataset):
+    """The query is open_clip's own text embedding (tokenizer + encode_text, computed here with the same seeded random
+    weights), and each score is the cosine of the sample's stored vector to it."""
+    import open_clip
+    import torch
+
     few = example_dataset.limit(8)
     runs.compute_embeddings(few, "clip_text", "ViT-B-32", batch_size=8)
-    query = save_search(example_dataset, "sevens", "clip_text", text="a photo of the digit seven")
-    assert query.shape == (512,) and np.isclose(np.linalg.norm(query), 1, atol=1e-5)
+    prompt = "a photo of the digit seven"
+    query = save_search(example_dataset, "sevens", "clip_text", text=prompt)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # curate-loop's documented seed for random weights
+        model = open_clip.create_model("ViT-B-32", pretrained=None).eval()
+    with torch.inference_mode():
+        expected = model.encode_text(open_clip.get_tokenizer("ViT-B-32")([prompt]))[0].numpy()
+    np.testing.assert_allclose(query, expected / np.linalg.norm(expected), atol=1e-5)
+
     field = apply_search(few, "sevens")
-    scores = few.values(field)
-    assert all(-1 <= s <= 1 for s in scores)
+    ids, vectors = runs.load_embeddings(few, "clip_text")
+    by_id = dict(zip(*few.values(["id", field])))
+    np.testing.assert_allclose([by_id[i] for i in ids], vectors @ expected / np.linalg.norm(expected), atol=1e-5)
     assert example_dataset.exists(field).count() == 8

@@ -110,11 +110,11 @@ def test_accept_reject_and_reannotate_survive_a_rerun(noisy):
     assert _label(noisy, reannotated)[SUSPECT] is False
 
     # the rejected label changes: it is reviewed again
-    sample = noisy.select_labels(ids=[rejected], fields="noisy").first()
-    noisy.set_label_values("noisy.detections.label", {rejected: "7" if _label(noisy, rejected).label != "7" else "1"})
-    find_mislabels(noisy, "noisy", "ink")
-    assert TAG_REJECTED not in _label(noisy, rejected).tags
-    assert sample.id
+    new_class = "7" if _label(noisy, rejected).label != "7" else "1"
+    noisy.set_label_values("noisy.detections.label", {rejected: new_class})
+    again = find_mislabels(noisy, "noisy", "ink")
+    assert _label(noisy, rejected).label == new_class and TAG_REJECTED not in _label(noisy, rejected).tags
+    assert again.still_rejected == 0
 
 
 def _label(dataset, label_id):

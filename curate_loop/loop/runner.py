@@ -151,7 +151,8 @@ def _labelstudio(manifest: Manifest, dataset, url: str | None, api_key: str | No
     from curate_loop.adapters.labelstudio.server import start_label_studio
     from curate_loop.paths import curate_loop_home
 
-    root = os.path.commonpath(dataset.distinct("filepath")) if len(dataset) else None
+    # The parent of the media's common folder: Label Studio refuses a local storage at its document root itself.
+    root = os.path.dirname(os.path.commonpath(dataset.distinct("filepath"))) if len(dataset) else None
     with start_label_studio(data_dir=curate_loop_home() / "labelstudio", document_root=root) as server:
         previous = os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
         os.environ["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"] = str(server.document_root)

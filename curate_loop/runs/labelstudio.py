@@ -32,7 +32,7 @@ from curate_loop.adapters.labelstudio.labelconfig import IMAGE_KEY
 from curate_loop.adapters.labelstudio.mapping import (Region, classification_region, detection_region, parse_result,
                                                       same_box)
 from curate_loop.adapters.labelstudio.reconcile import DEFAULT_POLICY, Annotation, check_policy, reconcile
-from curate_loop.errors import InvalidInputError
+from curate_loop.errors import InvalidInputError, LabelStudioAuthError
 from curate_loop.runs.embeddings import Progress
 from curate_loop.runs.pool import BATCH_FIELD, REASON_FIELD
 from curate_loop.runs.pool import label_kind as _label_kind
@@ -483,6 +483,8 @@ def batch_status(dataset, batch: str, *, url: str | None = None, api_key: str | 
               "tab_url": tab_url(record)}
     try:
         conn = connection or connect(url or record["url"], api_key)
+    except LabelStudioAuthError:  # no key in this terminal: what was recorded is still worth showing
+        return {**status, "server": "no usable key"}
     except LabelStudioSyncError:
         return {**status, "server": "unreachable"}
     try:
@@ -490,6 +492,8 @@ def batch_status(dataset, batch: str, *, url: str | None = None, api_key: str | 
                                     include="id,total_annotations,cancelled_annotations")
     except LabelStudioUnreachable:
         return {**status, "server": "unreachable"}
+    except LabelStudioAuthError:
+        return {**status, "server": "no usable key"}
     finally:
         if connection is None:
             conn.close()
