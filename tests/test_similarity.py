@@ -254,8 +254,17 @@ def test_text_prompts_sort_by_clip_text_score(plain_dataset):
 
     view = plain_dataset.sort_by_similarity("a photo of a digit", brain_key="clip", dist_field="text_dist")
     assert len(view) == len(plain_dataset)
-    text = results.get_model().embed_prompts(["a photo of a digit"])[0]  # same (random) weights as the query
-    scores = normalize_rows(vectors) @ text
+    # The query, computed here from open_clip itself (tokenizer + encode_text, curate-loop's documented seed for
+    # random weights), not by the code under test.
+    import open_clip
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = open_clip.create_model("ViT-B-32", pretrained=None).eval()
+    with torch.inference_mode():
+        text = model.encode_text(open_clip.get_tokenizer("ViT-B-32")(["a photo of a digit"]))[0].numpy()
+    scores = normalize_rows(vectors) @ (text / np.linalg.norm(text))
     np.testing.assert_array_equal(view.values("id"), ids[np.argsort(-scores, kind="stable")])
     np.testing.assert_allclose(view.values("text_dist"), 1 - np.sort(scores)[::-1], atol=1e-4)
 
