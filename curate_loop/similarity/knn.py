@@ -19,6 +19,7 @@ import numpy as np
 from curate_loop.errors import InvalidInputError
 from curate_loop.vectors import normalize_rows
 
+NUMPY_MAX_SIZE = 2_000  # up to here one matrix product beats faiss, whose thread start-up costs ~10 ms a call
 EXACT_MAX_SIZE = 20_000  # brute force over 20k x 512 takes milliseconds per query batch
 TARGET_RECALL = 0.97  # tuned on a sample with a margin over the 0.95 we promise
 TUNE_QUERIES = 1_000  # enough for a +-0.5 % recall estimate, cheap to search exactly
@@ -50,7 +51,8 @@ def build_index(vectors, *, exact: bool | None = None, nlist: int | None = None,
     return _build_index(normalize_rows(vectors, zero_rows="raise", what="vectors"), exact, nlist, nprobe, seed)
 
 
-def _build_index(x: np.ndarray, exact: bool | None, nlist: int | None, nprobe: int | None, seed: int) -> faiss.Index:
+def _build_index(x: np.ndarray, exact: bool | None, nlist: int | None, nprobe: int | None, seed: int,
+                 target_recall: float = TARGET_RECALL) -> faiss.Index:
     """:func:`build_index` on rows normalised already (no second copy of a large array)."""
     n, d = x.shape
     if exact is None:
@@ -75,7 +77,7 @@ def _build_index(x: np.ndarray, exact: bool | None, nlist: int | None, nprobe: i
             raise InvalidInputError(f"nprobe must be between 1 and nlist ({nlist}), got {nprobe}.")
         index.nprobe = int(nprobe)
     else:
-        index.nprobe = tune_nprobe(index, x, rng=rng)
+        index.nprobe = tune_nprobe(index, x, target=target_recall, rng=rng)
     return index
 
 
@@ -118,33 +120,53 @@ def search(index: faiss.Index, queries, k: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def knn_graph(vectors, k: int, *, exact: bool | None = None, index: faiss.Index | None = None,
-              seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+              seed: int = 0, target_recall: float = TARGET_RECALL) -> tuple[np.ndarray, np.ndarray]:
     """Each row's ``k`` nearest other rows by cosine: ``(indices, similarities)``, each (n, k), nearest first, self
     excluded (where exact copies push a row out of its own list, its weakest hit goes instead).
 
     The one kNN graph of the array packages (mislabel votes, edge scores, cluster density, typicality): exact up
     to ``EXACT_MAX_SIZE`` rows, IVF above with ``nprobe`` tuned to recall@10 >= ``TARGET_RECALL`` (``exact``
-    forces either; ``seed`` seeds the IVF k-means). ``index`` reuses an index already built over exactly these
+    forces either; ``seed`` seeds the IVF k-means; ``target_recall`` trades recall for speed on the IVF path, e.g. for
+    a density ranking that needs no exact neighbour lists). ``index`` reuses an index already built over exactly these
     ``vectors`` (same order). Memory: one normalised copy of ``vectors`` plus the index's own.
     """
     x = normalize_rows(vectors, zero_rows="raise", what="vectors")
     n = x.shape[0]
     _check_k(k, n - 1, what="other vectors")
+    if index is None and n <= NUMPY_MAX_SIZE and exact is not False:  # typicality calls this once per small cluster
+        return _small_knn_graph(x, k)
     if index is None:
-        index = _build_index(x, exact, None, None, seed)
+        index = _build_index(x, exact, None, None, seed, target_recall)
     elif index.ntotal != n or index.d != x.shape[1]:
         raise InvalidInputError(
             f"the index holds {index.ntotal} x {index.d} vectors but {n} x {x.shape[1]} were given; "
             "pass the vectors the index was built from, or no index."
         )
     sims, idx = _search(index, x, k + 1)
-    keep = ~_self_mask(idx, np.arange(n))
-    return idx[keep].reshape(n, k), sims[keep].reshape(n, k)
+    return drop_self_pairs(idx, sims)
+
+
+def _small_knn_graph(unit: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`knn_graph` on few unit rows, exactly, by one matrix product (self excluded, nearest first)."""
+    sims = unit @ unit.T
+    np.fill_diagonal(sims, -np.inf)
+    top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    top_sims = np.take_along_axis(sims, top, axis=1)
+    order = np.argsort(-top_sims, axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_sims, order, axis=1)
 
 
 def drop_self(indices: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """(m, k+1) search results for indexed ``rows`` -> (m, k) neighbours other than the row itself."""
     return indices[~_self_mask(indices, rows)].reshape(indices.shape[0], indices.shape[1] - 1)
+
+
+def drop_self_pairs(indices: np.ndarray, similarities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, k+1) neighbour lists of every row 0..n-1, self included -> ``(indices, similarities)`` (n, k) without
+    it (where exact copies pushed a row out of its own list, its weakest hit goes instead)."""
+    n, width = indices.shape
+    keep = ~_self_mask(indices, np.arange(n))
+    return indices[keep].reshape(n, width - 1), similarities[keep].reshape(n, width - 1)
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
