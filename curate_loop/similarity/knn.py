@@ -51,8 +51,7 @@ def build_index(vectors, *, exact: bool | None = None, nlist: int | None = None,
     return _build_index(normalize_rows(vectors, zero_rows="raise", what="vectors"), exact, nlist, nprobe, seed)
 
 
-def _build_index(x: np.ndarray, exact: bool | None, nlist: int | None, nprobe: int | None, seed: int,
-                 target_recall: float = TARGET_RECALL) -> faiss.Index:
+def _build_index(x: np.ndarray, exact: bool | None, nlist: int | None, nprobe: int | None, seed: int) -> faiss.Index:
     """:func:`build_index` on rows normalised already (no second copy of a large array)."""
     n, d = x.shape
     if exact is None:
@@ -77,7 +76,7 @@ def _build_index(x: np.ndarray, exact: bool | None, nlist: int | None, nprobe: i
             raise InvalidInputError(f"nprobe must be between 1 and nlist ({nlist}), got {nprobe}.")
         index.nprobe = int(nprobe)
     else:
-        index.nprobe = tune_nprobe(index, x, target=target_recall, rng=rng)
+        index.nprobe = tune_nprobe(index, x, rng=rng)
     return index
 
 
@@ -120,14 +119,13 @@ def search(index: faiss.Index, queries, k: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def knn_graph(vectors, k: int, *, exact: bool | None = None, index: faiss.Index | None = None,
-              seed: int = 0, target_recall: float = TARGET_RECALL) -> tuple[np.ndarray, np.ndarray]:
+              seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Each row's ``k`` nearest other rows by cosine: ``(indices, similarities)``, each (n, k), nearest first, self
     excluded (where exact copies push a row out of its own list, its weakest hit goes instead).
 
     The one kNN graph of the array packages (mislabel votes, edge scores, cluster density, typicality): exact up
     to ``EXACT_MAX_SIZE`` rows, IVF above with ``nprobe`` tuned to recall@10 >= ``TARGET_RECALL`` (``exact``
-    forces either; ``seed`` seeds the IVF k-means; ``target_recall`` trades recall for speed on the IVF path, e.g. for
-    a density ranking that needs no exact neighbour lists). ``index`` reuses an index already built over exactly these
+    forces either; ``seed`` seeds the IVF k-means). ``index`` reuses an index already built over exactly these
     ``vectors`` (same order). Memory: one normalised copy of ``vectors`` plus the index's own.
     """
     x = normalize_rows(vectors, zero_rows="raise", what="vectors")
@@ -136,7 +134,7 @@ def knn_graph(vectors, k: int, *, exact: bool | None = None, index: faiss.Index 
     if index is None and n <= NUMPY_MAX_SIZE and exact is not False:  # typicality calls this once per small cluster
         return _small_knn_graph(x, k)
     if index is None:
-        index = _build_index(x, exact, None, None, seed, target_recall)
+        index = _build_index(x, exact, None, None, seed)
     elif index.ntotal != n or index.d != x.shape[1]:
         raise InvalidInputError(
             f"the index holds {index.ntotal} x {index.d} vectors but {n} x {x.shape[1]} were given; "
