@@ -337,6 +337,26 @@ def delete_embeddings(dataset, key: str) -> None:
     shutil.rmtree(run_dir(dataset, key), ignore_errors=True)
 
 
+RANDOM_WEIGHTS_NOTICE = ("RANDOM WEIGHTS: embeddings {key!r} come from open_clip {models} with random weights, so results "
+                         "built on them are plumbing only, not meaningful. Offline, use the classical model "
+                         "(`--model classical`, manifest `name: classical`); online, pretrained weights.")
+
+
+def random_weights_notice(dataset, key: str) -> str | None:
+    """One line to show beside every result built on embeddings ``key`` when they used random weights, else None.
+
+    Random-weight open_clip vectors run every step for real but rank nothing meaningfully (a mislabel scan flags
+    every label); a user must never mistake such results for real ones. Unknown keys give None.
+    """
+    try:
+        config = _existing_config(dataset, key)
+    except InvalidInputError:
+        return None
+    models = (config or {}).get("models") or []
+    random = [m["name"] for m in models if m.get("pretrained") is None and m.get("name") != "classical"]
+    return RANDOM_WEIGHTS_NOTICE.format(key=key, models=", ".join(random)) if random else None
+
+
 def model_specs(dataset, key: str) -> Sequence[ModelSpec]:
     config = embedding_config(dataset, key)
     return [ModelSpec(m["name"], m["pretrained"]) for m in config.get("models") or []]
