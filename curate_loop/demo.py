@@ -76,7 +76,7 @@ def demo(keep_running: bool | None, labelstudio_data_dir: Path | None, app_port:
         click.echo(f"    edge cases planted: {dataset.match({'example_kind': 'outlier'}).count()} outliers, "
                    f"{len(set(dataset.exists('near_dup_group').values('near_dup_group')))} near-duplicate groups")
 
-        _run_curation_steps(dataset)
+        _run_curation_steps(dataset, manifest)
 
         _step("Starting a local Label Studio server (first start runs migrations, ~30 s)")
         server = start_label_studio(data_dir=labelstudio_data_dir or curate_loop_home() / "labelstudio",
@@ -116,27 +116,63 @@ def demo(keep_running: bool | None, labelstudio_data_dir: Path | None, app_port:
     click.echo("Demo finished; the dataset stays in FiftyOne for next time.")
 
 
-def _run_curation_steps(dataset) -> None:
+def _run_curation_steps(dataset, manifest) -> None:
     """Embeddings with the similarity index and map, near-duplicates and edge cases, as a user would run them.
 
-    Offline the model has random weights (``pretrained: null`` in manifest.yml): every step runs for real, but
-    the picks only mean something with pretrained weights (the quality figures are in ``make bench``).
+    The models are the manifest's (pretrained open_clip) when their weights can be had, else its fallback, the
+    offline classical model (:mod:`curate_loop.loop.embedding_models`); the output says which.
     """
+    from curate_loop.loop.embedding_models import choose_models
     from curate_loop.runs.duplicates import find_duplicates
     from curate_loop.runs.edges import score_edge_cases
-    from curate_loop.runs.embeddings import compute_embeddings
+    from curate_loop.runs.embeddings import compute_embeddings, random_weights_notice
     from curate_loop.runs.maps import compute_map
     from curate_loop.runs.similarity import build_similarity
 
-    _step("Embedding the images (open_clip ViT-B-32; random weights offline) with the similarity index and map")
-    summary = compute_embeddings(dataset, "clip", ["ViT-B-32"])
-    build_similarity(dataset, "clip")
-    compute_map(dataset, "clip")
+    key = manifest.embeddings.key
+    specs, note = choose_models(dataset, manifest, key)
+    _step(f"Embedding the images with {', '.join(s.key for s in specs)}, with the similarity index and map")
+    if note:
+        click.secho(f"    {note}", fg="yellow")
+    summary = compute_embeddings(dataset, key, specs)
+    build_similarity(dataset, key)
+    compute_map(dataset, key)
     click.echo(f"    {summary.total_vectors} vectors ({summary.computed} computed now, {summary.skipped} reused)")
+    notice = random_weights_notice(dataset, key)
+    if notice:
+        click.secho(f"    {notice}", fg="yellow")
     _step("Grouping near-duplicates and scoring edge cases")
-    dups = find_duplicates(dataset, "clip")
-    edges = score_edge_cases(dataset, "clip")
+    dups = find_duplicates(dataset, key)
+    edges = score_edge_cases(dataset, key)
     click.echo(f"    {dups.groups} near-duplicate groups; {edges.sparse_clusters} sparse clusters, {edges.noise} outliers")
+    click.echo(f"    example truth check: {_planted_groups_found(dataset)}")
+
+
+def _planted_groups_found(dataset) -> str:
+    """How the near-duplicate groups found compare with the ones the example planted (its kept-aside truth)."""
+    from curate_loop.runs.duplicates import DUP_GROUP_FIELD
+
+    planted, found = dataset.values(["near_dup_group", DUP_GROUP_FIELD])
+    members: dict = {}
+    for p, f in zip(planted, found):
+        if f is not None:
+            members.setdefault(f, []).append(p)
+    pure = [m[0] for m in members.values() if m[0] is not None and all(q == m[0] for q in m)]
+    exact, extra = set(pure), len(members) - len(pure)
+    n_planted = len({p for p in planted if p is not None})
+    return f"{len(exact)} of the {n_planted} planted near-duplicate groups found, {extra} other groups"
+
+
+def _planted_noise_found(manifest, top: int = 20) -> str:
+    """How many of the labels the example planted wrong are among the scan's top suspects (kept-aside truth)."""
+    from curate_loop.runs.datasets import open_dataset
+    from curate_loop.runs.mislabels import top_suspects
+
+    dataset = open_dataset(manifest.dataset)
+    planted = {i for ids in dataset.exists("planted_noise").values("planted_noise") for i in ids or []}
+    suspects = [row["label_id"] for row in top_suspects(dataset, manifest.label_field, limit=top)]
+    hits = len(planted.intersection(suspects))
+    return f"{hits} of the top {len(suspects)} suspects are among the {len(planted)} labels the example planted wrong"
 
 
 def _run_loop(manifest, server, simulate_annotator: bool) -> dict | None:
@@ -151,11 +187,14 @@ def _run_loop(manifest, server, simulate_annotator: bool) -> dict | None:
     for simulate in plan:
         _step("Running a loop iteration (`curate-loop run manifest.yml`): pull, embed, scan, curate, push")
         summary = run_iteration(manifest, simulate_annotator=simulate, url=server.url, api_key=server.token)
+        for notice in summary.notices:
+            click.secho(f"    {notice}", fg="yellow")
         for batch, counts in summary.pulled.items():
             click.echo(f"    pulled {batch}: {counts.get('applied', 0)} tasks, {counts.get('labels_updated', 0)} labels "
                        f"corrected, {counts.get('labels_added', 0)} added, {counts.get('labels_removed', 0)} removed")
         if summary.suspects is not None:
             click.echo(f"    mislabel scan: {summary.suspects} suspects to review")
+            click.echo(f"    example truth check: {_planted_noise_found(manifest)}")
         click.echo(f"    iteration {summary.iteration}: picked {summary.selected} samples for {summary.batch}, "
                    f"{summary.pushed} new tasks in Label Studio; report: {summary.report_path}")
         if summary.simulated_answers:

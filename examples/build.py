@@ -2,9 +2,11 @@
 
 Fields
 ------
-ground_truth       Detections, on the labeled split only (the pool is what curation picks from)
-true_ground_truth  Detections, on every sample: the true classes and boxes, kept aside so later
-                   features can inject label noise and measure themselves (collapsed in the App)
+ground_truth       Detections, on the labeled split only (the pool is what curation picks from); a share
+                   of them (``ExampleSpec.label_noise``) carry a planted wrong class
+true_ground_truth  Detections, on every sample: the true classes and boxes, kept aside so features can
+                   measure themselves (hidden in the App: not drawn, in a collapsed sidebar group)
+planted_noise      label ids of ``ground_truth`` whose class was planted wrong (kept aside too)
 split              "labeled" | "pool" (also a sample tag)
 example_kind       "regular" | "near_duplicate" | "outlier"
 outlier_kind       which kind of edge case, for outliers
@@ -20,13 +22,13 @@ from pathlib import Path
 from typing import Callable
 
 from curate_loop.errors import InvalidInputError
-from curate_loop.examples.digits_canvas import Canvas, ExampleSpec, generate_canvases
+from curate_loop.examples.digits_canvas import Canvas, ExampleSpec, generate_canvases, plant_label_noise
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_DATASET_NAME = "curate-loop-example"
 JPEG_QUALITY = 90
-KEPT_ASIDE_FIELDS = ["true_ground_truth", "example_kind", "outlier_kind", "near_dup_group"]
+KEPT_ASIDE_FIELDS = ["true_ground_truth", "planted_noise", "example_kind", "outlier_kind", "near_dup_group"]
 
 
 def build_example_dataset(
@@ -44,6 +46,7 @@ def build_example_dataset(
     Refuses to replace an existing dataset or media folder unless ``overwrite=True``.
     """
     import fiftyone as fo
+    from fiftyone.core.odm.dataset import ActiveFields
 
     spec = spec or ExampleSpec()
     media_dir = Path(media_dir).expanduser().resolve()
@@ -66,11 +69,12 @@ def build_example_dataset(
 
     _report(progress, 0.0, "generating canvases")
     canvases = generate_canvases(spec)
+    noise = plant_label_noise(canvases, spec.label_noise, spec.seed)
     samples = []
     for i, canvas in enumerate(canvases):
         path = images_dir / f"{canvas.split}_{i:05d}.jpg"
         _save_jpeg(canvas, path)
-        samples.append(_to_sample(canvas, path))
+        samples.append(_to_sample(canvas, path, noise.get(i, {})))
         if i % 50 == 0:
             _report(progress, 0.1 + 0.8 * i / len(canvases), f"wrote {i}/{len(canvases)} images")
 
@@ -78,6 +82,8 @@ def build_example_dataset(
     dataset.add_samples(samples, progress=False)
     dataset.info["curate_loop_example"] = {"spec": asdict(spec), "media_dir": str(media_dir)}
     dataset.app_config.sidebar_groups = _sidebar_groups(dataset)
+    # not drawn in the grid or the modal by default: reviewers must not be primed by the truth
+    dataset.app_config.active_fields = ActiveFields(exclude=True, paths=list(KEPT_ASIDE_FIELDS))
     dataset.save()
     _report(progress, 1.0, f"built {len(dataset)} samples")
     logger.info("Built example dataset %r: %d samples in %s", name, len(dataset), media_dir)
@@ -90,7 +96,8 @@ def _save_jpeg(canvas: Canvas, path: Path) -> None:
     Image.fromarray(canvas.image).save(path, quality=JPEG_QUALITY)
 
 
-def _to_sample(canvas: Canvas, path: Path):
+def _to_sample(canvas: Canvas, path: Path, noise: dict[int, str]):
+    """``noise``: object index -> the wrong class its user-facing label gets."""
     import fiftyone as fo
 
     height, width = canvas.image.shape[:2]
@@ -110,9 +117,10 @@ def _to_sample(canvas: Canvas, path: Path):
     )
     if canvas.split == "labeled":
         # The same objects, fresh label ids: labels are what users edit, the truth is kept aside.
-        sample["ground_truth"] = fo.Detections(
-            detections=[fo.Detection(label=d.label, bounding_box=d.bounding_box) for d in truth.detections]
-        )
+        labels = [fo.Detection(label=noise.get(k, d.label), bounding_box=d.bounding_box)
+                  for k, d in enumerate(truth.detections)]
+        sample["ground_truth"] = fo.Detections(detections=labels)
+        sample["planted_noise"] = [labels[k].id for k in sorted(noise)]
     return sample
 
 

@@ -9,8 +9,9 @@ photos that ship with scikit-image (plus plain gradients). The data is shaped fo
 - odd outliers (edge cases): inverted giant digits, a digit on static noise, a tiny-digit crowd,
   a rotated and stretched digit on a flat colour.
 
-Every canvas records its true boxes and classes, its kind and its near-duplicate group, so later
-features can inject label noise and measure themselves against the truth.
+Every canvas records its true boxes and classes, its kind and its near-duplicate group; ``label_noise`` of the
+labeled split's objects get a wrong class in the user-facing labels (:func:`plant_label_noise`), so the
+mislabel scan can be measured against the kept-aside truth.
 """
 
 from __future__ import annotations
@@ -58,8 +59,11 @@ class ExampleSpec:
     n_outliers: int = 8
     seed: int = 0
     kinds: tuple[str, ...] = field(default=OUTLIER_KINDS)
+    label_noise: float = 0.04  # share of the labeled split's objects whose label is planted wrong
 
     def __post_init__(self) -> None:
+        if not 0 <= self.label_noise < 1:
+            raise ValueError(f"label_noise={self.label_noise} must be a share in [0, 1)")
         if self.n_labeled < 0 or self.n_pool < 0:
             raise ValueError(f"n_labeled={self.n_labeled} and n_pool={self.n_pool} must be >= 0")
         extra = self.n_near_dup_groups * self.near_dup_group_size + self.n_outliers
@@ -216,3 +220,21 @@ def _outlier_canvas(rng, sources: _Sources, outlier_kind: str) -> Canvas:
         raise ValueError(f"Unknown outlier kind {outlier_kind!r}; choose from {OUTLIER_KINDS}")
     canvas.kind, canvas.outlier_kind = "outlier", outlier_kind
     return canvas
+
+
+def plant_label_noise(canvases: list[Canvas], share: float, seed: int) -> dict[int, dict[int, str]]:
+    """Wrong classes for ``share`` of the labeled canvases' objects: ``{canvas index: {object index: wrong class}}``.
+
+    Symmetric noise: the objects are drawn uniformly and each gets a class drawn uniformly among the other nine,
+    from its own seeded generator (so the pixels do not change when ``share`` does).
+    """
+    rng = np.random.default_rng([seed, 1])
+    objects = [(c, o) for c, canvas in enumerate(canvases) if canvas.split == "labeled"
+               for o in range(len(canvas.objects))]
+    n_noisy = int(round(share * len(objects)))
+    noisy: dict[int, dict[int, str]] = {}
+    for k in np.sort(rng.choice(len(objects), n_noisy, replace=False)) if n_noisy else []:
+        c, o = objects[k]
+        true = canvases[c].objects[o].label
+        noisy.setdefault(c, {})[o] = str(rng.choice([name for name in CLASS_NAMES if name != true]))
+    return noisy

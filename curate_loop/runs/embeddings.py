@@ -194,6 +194,9 @@ def compute_embeddings(samples, key: str = "clip", models="ViT-B-32", *, patches
     for m, (spec, store, loaded) in enumerate(zip(specs, stores, models_loaded)):
         store.open({"model": spec.name, "pretrained": spec.pretrained, **config, "models": None})
         store.mark_incomplete()
+        if spec.is_classical:
+            _classical_basis(loaded, store, level, filepaths, boxes if level == "object" else None, margin,
+                             min_crop_px, progress)
 
         def step(done, total, m=m, spec=spec):
             if progress:
@@ -216,6 +219,26 @@ def compute_embeddings(samples, key: str = "clip", models="ViT-B-32", *, patches
     logger.info("Embeddings %r: %d computed, %d already stored, %d failed in %.1f s", key, summary.computed,
                 summary.skipped, len(summary.failed), summary.seconds)
     return summary
+
+
+def _classical_basis(loaded, store: EmbeddingStore, level: str, filepaths, boxes, margin, min_crop_px,
+                     progress: Progress | None) -> None:
+    """The classical model's PCA basis: the one saved with the store, else fitted on these items and saved."""
+    from curate_loop.embeddings.classical import fit_on_crops, fit_on_images
+
+    model = loaded.model
+    if not model.load(store.root):
+        if store.stored_ids().size:
+            raise InvalidInputError(f"The classical embeddings in {store.root} lost their PCA basis; delete the run "
+                                    "and compute it again.")
+        if progress:
+            progress(0.0, "classical model: fitting the PCA basis")
+        if level == "object":
+            fit_on_crops(model, filepaths, boxes, margin=margin, min_crop_px=min_crop_px)
+        else:
+            fit_on_images(model, filepaths)
+        model.save(store.root)
+    loaded.dim = model.dim
 
 
 def import_embeddings(samples, key: str, source, *, patches_field: str | None = None, batch_size: int = 32,
