@@ -86,6 +86,9 @@ def demo(keep_running: bool | None, labelstudio_data_dir: Path | None, app_port:
         sys.exit(1)
 
     with server:
+        from curate_loop.adapters.labelstudio.keyfile import write_env_file
+
+        key_file = write_env_file(server.url, server.token)
         # the App's loop panel and the push/pull operators read these (plugin secrets are environment variables)
         os.environ.update(LABEL_STUDIO_URL=server.url, LABEL_STUDIO_API_KEY=server.token,
                           LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=str(server.document_root),
@@ -96,13 +99,20 @@ def demo(keep_running: bool | None, labelstudio_data_dir: Path | None, app_port:
             click.secho(f"{type(exc).__name__}: {exc}", fg="red", err=True)
             sys.exit(1)
         dataset.reload()
-        _step("Launching the FiftyOne App")
-        session = fo.launch_app(dataset, remote=True, port=app_port or free_port(), address="127.0.0.1", auto=False)
+        session = None
+        if keep_running:  # headless (CI) the demo stops right away: an App nobody can open is only noise
+            _step("Launching the FiftyOne App")
+            session = fo.launch_app(dataset, remote=True, port=app_port or free_port(), address="127.0.0.1",
+                                    auto=False)
         click.echo("")
         click.secho("The demo is ready:", fg="green", bold=True)
-        click.echo(f"  FiftyOne App:  {session.url.rstrip('/')}/datasets/{DEMO_DATASET}")
+        if session is not None:
+            click.echo(f"  FiftyOne App:  {session.url.rstrip('/')}/datasets/{DEMO_DATASET}")
+        else:
+            click.echo(f"  FiftyOne App:  not started (headless); `fiftyone app launch {DEMO_DATASET}` opens it")
         click.echo("                 press ` (backtick) and type 'curate-loop' to run our operators")
         click.echo(f"  Label Studio:  {server.url}   login {server.credentials.username} / {server.credentials.password}")
+        click.echo(f"  Other shells:  source {key_file}   (the URL and API key; curate-loop commands also read it)")
         click.echo(f"  Python:        fo.load_dataset({DEMO_DATASET!r})")
         click.echo("  In the App:    '+' next to Samples -> Curation loop (iterations, batches, suspects, next step);")
         click.echo("                 saved views batch_NN, edge_cases, near_duplicates, mislabel_suspects")
@@ -112,7 +122,8 @@ def demo(keep_running: bool | None, labelstudio_data_dir: Path | None, app_port:
         if keep_running:
             click.echo("Press Ctrl-C to stop the App and Label Studio.")
             wait_until_interrupted(server.is_running)
-        session.close()
+        if session is not None:
+            session.close()
     click.echo("Demo finished; the dataset stays in FiftyOne for next time.")
 
 
@@ -145,7 +156,17 @@ def _run_curation_steps(dataset, manifest) -> None:
     dups = find_duplicates(dataset, key)
     edges = score_edge_cases(dataset, key)
     click.echo(f"    {dups.groups} near-duplicate groups; {edges.sparse_clusters} sparse clusters, {edges.noise} outliers")
-    click.echo(f"    example truth check: {_planted_groups_found(dataset)}")
+    click.echo(f"    example truth check: {_planted_groups_found(dataset)}; {_planted_outliers_found(dataset)}")
+
+
+def _planted_outliers_found(dataset, share: float = 0.05) -> str:
+    """How many of the example's planted outliers have an edge score in the pool's top ``share``."""
+    from curate_loop.runs.edges import EDGE_FIELD
+
+    kinds, scores = dataset.exists(EDGE_FIELD).values(["example_kind", EDGE_FIELD])
+    top = sorted(range(len(scores)), key=lambda i: -scores[i])[:max(1, int(share * len(scores)))]
+    hits = sum(kinds[i] == "outlier" for i in top)
+    return f"{hits} of the {kinds.count('outlier')} planted outliers in the top {share:.0%} of edge scores"
 
 
 def _planted_groups_found(dataset) -> str:

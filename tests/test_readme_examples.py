@@ -6,7 +6,7 @@ needs the internet or time is changed, and every change is visible here:
 - ``~`` is a fresh folder (``HOME``), so the examples never write into the user's home;
 - the example is built small (``ExampleSpec()`` gives ``README_SPEC``, the tests' size with a larger pool);
 - open_clip ``pretrained`` tags load random weights (no model hub offline); the runs still record the tag;
-- the repository's ``manifest.yml`` is copied with ``pretrained: laion2b_s34b_b79k``, as the README says to set it;
+- the repository's ``manifest.yml`` (``pretrained: laion2b_s34b_b79k``, the tag of the README's blocks) is copied;
 - the local Label Studio servers start on a copy of an already migrated data folder (no ~30 s of migrations).
 """
 
@@ -77,8 +77,7 @@ def readme_env(migrated_labelstudio_data_module, tmp_path_factory):
     mp.setattr(models, "check_spec", lambda spec: check_spec(models.ModelSpec(spec.name, None)))
 
     manifest = yaml.safe_load((REPO_ROOT / "manifest.yml").read_text())
-    assert manifest["embeddings"]["models"] == [{"name": "ViT-B-32", "pretrained": None}]
-    manifest["embeddings"]["models"][0]["pretrained"] = README_PRETRAINED
+    assert manifest["embeddings"]["models"] == [{"name": "ViT-B-32", "pretrained": README_PRETRAINED}]
     workdir = home / "project"
     workdir.mkdir()
     (workdir / "manifest.yml").write_text(yaml.safe_dump(manifest))

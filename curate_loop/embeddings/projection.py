@@ -29,8 +29,9 @@ def project_2d(vectors: np.ndarray, *, method: str = "umap", seed: int = 0, fit_
         return reduced[:, :2]
     import umap
 
+    # n_jobs=1: a seeded UMAP runs single-threaded anyway, and says so in a warning unless asked for one thread
     reducer = umap.UMAP(n_components=2, n_neighbors=min(15, len(vectors) - 1), min_dist=0.1, random_state=seed,
-                        init="spectral" if len(vectors) > 10 else "random")
+                        init="spectral" if len(vectors) > 10 else "random", n_jobs=1)
     if len(reduced) <= fit_limit:
         return reducer.fit_transform(reduced).astype(np.float32)
     fit = np.random.default_rng(seed).choice(len(reduced), fit_limit, replace=False)

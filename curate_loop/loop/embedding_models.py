@@ -26,9 +26,7 @@ def choose_models(dataset, manifest, key: str) -> tuple[list[ModelSpec], str | N
     if key in dataset.list_runs(method=METHOD):
         recorded = list(model_specs(dataset, key))
         if fallback and recorded == [ModelSpec(fallback)] and recorded != wanted:
-            return recorded, (f"embeddings {key!r} were made with the {fallback} fallback model (the manifest's "
-                              f"{_names(wanted)} weights could not be had then); to switch, delete them "
-                              f"(`curate-loop embed delete {dataset.name} {key}`) while the weights can be had.")
+            return recorded, fallback_note(fallback, wanted)
         return wanted, None  # the same models, or a change compute_embeddings refuses with its own message
     missing = [s for s in wanted if not weights_available(s)]
     if not missing:
@@ -39,6 +37,12 @@ def choose_models(dataset, manifest, key: str) -> tuple[list[ModelSpec], str | N
     raise EmbeddingModelError(
         f"The weights of {_names(missing)} cannot be had here (no model hub, nothing cached). Set "
         "`embeddings.fallback: classical` in the manifest, give a local checkpoint as `pretrained`, or run online.")
+
+
+def fallback_note(fallback: str, wanted: list[ModelSpec]) -> str:
+    """The one line every iteration embedded with the fallback shows (the same for every key, so shown once)."""
+    return (f"Embedded with the {fallback} fallback model, not the manifest's {_names(wanted)} (its weights could not "
+            "be had when the embeddings were first computed); `curate-loop embed delete` them to switch.")
 
 
 def _names(specs: list[ModelSpec]) -> str:
