@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -114,30 +113,35 @@ def check_plugin() -> CheckResult:
 
 
 def check_label_studio() -> CheckResult:
-    """A configured server must answer; otherwise a local one must be installable to start."""
-    url = os.environ.get(LABEL_STUDIO_URL_ENV)
-    if not url:
+    """A key must be at hand (environment or key file) and the server it names must accept it: every sync command
+    needs both, so a missing key fails here rather than at the first push."""
+    from curate_loop.adapters.labelstudio.auth import check_key, key_kind, whoami
+    from curate_loop.adapters.labelstudio.keyfile import default_env_file, resolve_credentials
+
+    creds = resolve_credentials()
+    if not creds.api_key:
+        detail = f"no Label Studio key: {LABEL_STUDIO_KEY_ENV} is not set and there is no key file at {default_env_file()}"
+        fix = (f"`curate-loop labelstudio serve` (or `make demo`) starts a local server and writes that file: `source "
+               f"{default_env_file()}`; or export {LABEL_STUDIO_URL_ENV} and {LABEL_STUDIO_KEY_ENV} for your server")
         from curate_loop.adapters.labelstudio.server import find_label_studio_executable
 
         try:
-            exe = find_label_studio_executable()
-        except CurateLoopError as exc:
-            return CheckResult("label studio", False, str(exc).split(". Install")[0],
-                               "run `curate-loop labelstudio install` (or set LABEL_STUDIO_URL to a server)")
-        return CheckResult("label studio", True,
-                           f"no {LABEL_STUDIO_URL_ENV} set; a local server can be started from {exe}")
-    key = os.environ.get(LABEL_STUDIO_KEY_ENV)
-    if not key:
-        return CheckResult("label studio", False, f"{LABEL_STUDIO_URL_ENV}={url} is set but {LABEL_STUDIO_KEY_ENV} is not",
-                           f"export {LABEL_STUDIO_KEY_ENV}=<token from Account & Settings in Label Studio>")
-    from curate_loop.adapters.labelstudio.auth import key_kind, whoami
-
+            find_label_studio_executable()
+        except CurateLoopError:
+            fix = "run `curate-loop labelstudio install`, then " + fix
+        return CheckResult("label studio", False, detail, fix)
+    source = "" if not creds.from_file else f" (key from {creds.key_source})"
+    if not creds.url:
+        return CheckResult("label studio", False, f"{LABEL_STUDIO_KEY_ENV} is set but {LABEL_STUDIO_URL_ENV} is not",
+                           f"export {LABEL_STUDIO_URL_ENV}=<the server's address, e.g. http://127.0.0.1:8080>")
     try:
-        user = whoami(url, key)
+        check_key(creds.api_key)
+        user = whoami(creds.url, creds.api_key)
     except CurateLoopError as exc:
         message, _, fix = str(exc).partition(". ")
-        return CheckResult("label studio", False, message, fix)
-    return CheckResult("label studio", True, f"{url} is up; {key_kind(key)} accepted for {user.get('email')}")
+        return CheckResult("label studio", False, message + source, fix)
+    return CheckResult("label studio", True,
+                       f"{creds.url} is up; {key_kind(creds.api_key)} accepted for {user.get('email')}{source}")
 
 
 ALL_CHECKS: list[Callable[[], CheckResult]] = [

@@ -213,7 +213,7 @@ def test_push_interrupted_at_a_random_point_then_rerun_has_no_duplicates(example
         _push(ds, labelstudio, chunk_size=2)
     monkeypatch.setattr(Connection, "import_tasks", real)
     conn = _conn(labelstudio)
-    project_id = ls_tasks.find_project(conn, ds.name, "ground_truth").id
+    project_id = ls_tasks.find_project(conn, ds.name, "ground_truth", dataset_id=str(ds._doc.id)).id
     partial = _tasks_by_sample(conn, project_id)
     assert sum(len(v) for v in partial.values()) == 2 * stop_at + 2  # the dead run left a duplicated chunk
 

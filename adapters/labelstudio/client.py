@@ -12,35 +12,37 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 
-from .auth import key_kind
-from .errors import LabelStudioAPIError, LabelStudioAuthError, LabelStudioUnreachable
+from .auth import check_key, rejected
+from .errors import LabelStudioAPIError, LabelStudioKeyMissing, LabelStudioUnreachable
+from .keyfile import KEY_ENV, URL_ENV, default_env_file, resolve_credentials
 
 logger = logging.getLogger(__name__)
 
-URL_ENV, KEY_ENV = "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY"
 DEFAULT_TIMEOUT_S = 120.0  # an import of a few thousand tasks takes seconds on 2 cores; keep it finite
 READ_RETRIES = 2  # idempotent GETs only
 READ_RETRY_DELAY_S = 1.0
 PAGE_SIZE = 1000
-SETUP_HINT = (f"Set {URL_ENV} and {KEY_ENV} (or the plugin secrets of the same names); `curate-loop labelstudio "
-              "serve` starts a local server and prints both.")
+SETUP_HINT = (f"Set {URL_ENV} and {KEY_ENV} (or the plugin secrets of the same names), or `source` the key file "
+              "that `curate-loop labelstudio serve` and `make demo` write.")
 
 
 def connect(url: str | None = None, api_key: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_S) -> "Connection":
-    """A connection from explicit values, else ``$LABEL_STUDIO_URL`` / ``$LABEL_STUDIO_API_KEY``."""
-    url = url or os.environ.get(URL_ENV)
-    api_key = api_key or os.environ.get(KEY_ENV)
-    if not url or not api_key:
-        missing = [name for name, value in ((URL_ENV, url), (KEY_ENV, api_key)) if not value]
-        raise LabelStudioAuthError(f"No Label Studio {' and '.join(missing)} given. {SETUP_HINT}")
-    return Connection(url, api_key, timeout=timeout)
+    """A connection from explicit values, else ``$LABEL_STUDIO_URL`` / ``$LABEL_STUDIO_API_KEY``, else the key file
+    (see :mod:`.keyfile`; its key is used only for the server it names)."""
+    creds = resolve_credentials(url, api_key)
+    if not creds.url or not creds.api_key:
+        missing = [name for name, value in ((URL_ENV, creds.url), (KEY_ENV, creds.api_key)) if not value]
+        raise LabelStudioKeyMissing(f"No Label Studio {' and '.join(missing)} given, and no key file at "
+                                    f"{default_env_file()} for {creds.url or 'any server'}. {SETUP_HINT}")
+    if creds.from_file:
+        logger.info("Label Studio key from %s", creds.key_source)
+    return Connection(creds.url, creds.api_key, timeout=timeout)
 
 
 class Connection:
@@ -48,10 +50,14 @@ class Connection:
 
     def __init__(self, url: str, api_key: str, *, timeout: float = DEFAULT_TIMEOUT_S):
         from label_studio_sdk import LabelStudio
+        from label_studio_sdk.core.api_error import ApiError
 
         self.url = url.rstrip("/")
-        self._secret = api_key
-        self.sdk = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout, max_retries=0)
+        self._secret = check_key(api_key)  # whitespace, non-ASCII, malformed or expired: one clear line, no request
+        try:  # the SDK decodes a PAT here and raises ApiError for one it cannot use
+            self.sdk = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout, max_retries=0)
+        except ApiError as exc:
+            raise rejected(self.url, api_key, exc.status_code or 401, "reading the key") from None
         self._http = httpx.Client(base_url=self.url, timeout=timeout)
 
     def __repr__(self) -> str:
@@ -80,8 +86,7 @@ class Connection:
         if isinstance(exc, ApiError):
             code = exc.status_code
             if code in (401, 403):
-                return LabelStudioAuthError(f"Label Studio at {self.url} rejected the {key_kind(self._secret)} (HTTP "
-                                            f"{code}) while {what}. {SETUP_HINT}")
+                return rejected(self.url, self._secret, code, what)
             body = exc.body if isinstance(exc.body, str) else json.dumps(exc.body, default=str)
             return LabelStudioAPIError(f"Label Studio at {self.url} answered HTTP {code} while {what}: "
                                        f"{self._scrub(body)[:400]}", status_code=code)
@@ -98,8 +103,22 @@ class Connection:
 
     # -- reads ---------------------------------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
-        # The SDK's own auth headers: legacy token, or a PAT exchanged (and refreshed) for an access token.
-        return self.sdk._client_wrapper.get_headers()
+        """The SDK's own auth headers: legacy token, or a PAT exchanged (and refreshed) for an access token; the
+        exchange's errors (a revoked PAT: ApiError, a server gone: transport errors) become ours."""
+        from label_studio_sdk.core.api_error import ApiError
+
+        try:
+            return self.sdk._client_wrapper.get_headers()
+        except ApiError as exc:
+            if exc.status_code in (401, 403):
+                raise rejected(self.url, self._secret, exc.status_code, "exchanging the key for an access token") \
+                    from None
+            raise self.translate(exc, "exchanging the key for an access token") from None
+        except httpx.TransportError as exc:
+            raise self.translate(exc, "exchanging the key for an access token") from exc
+        except ValueError:  # a refresh answer that is not JSON (a proxy's error page)
+            raise LabelStudioAPIError(f"Label Studio at {self.url} gave an unreadable answer to the key exchange "
+                                      "(not JSON): check LABEL_STUDIO_URL points at Label Studio.") from None
 
     def get_json(self, path: str, params: dict | None = None, *, what: str) -> Any:
         """GET ``path`` as JSON; retried on connection errors and 5xx (reads are idempotent)."""
@@ -131,8 +150,7 @@ class Connection:
     def _json(self, response: httpx.Response, what: str) -> Any:
         """The body of a finished request as JSON, or our error for its status."""
         if response.status_code in (401, 403):
-            raise LabelStudioAuthError(f"Label Studio at {self.url} rejected the {key_kind(self._secret)} (HTTP "
-                                       f"{response.status_code}) while {what}. {SETUP_HINT}")
+            raise rejected(self.url, self._secret, response.status_code, what)
         if response.status_code >= 400:
             raise LabelStudioAPIError(f"Label Studio at {self.url} answered HTTP {response.status_code} while {what}: "
                                       f"{self._scrub(response.text)[:400]}", status_code=response.status_code)

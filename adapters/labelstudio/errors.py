@@ -1,10 +1,12 @@
 """Errors of the Label Studio sync, under curate-loop's tree.
 
     CurateLoopError
-    ├── LabelStudioAuthError          (curate_loop.errors) the server rejects the API key
+    ├── LabelStudioAuthError          (curate_loop.errors) the API key is malformed, expired or rejected
+    │   └── LabelStudioKeyMissing     no key at all (environment, argument or key file): show recorded state
     └── LabelStudioSyncError          a push or pull could not finish; the message says what to re-run
         ├── LabelStudioUnreachable    no answer (connection refused, timeout): nothing half-applied
         ├── LabelStudioAPIError       the server answered with an error status
+        ├── BatchBusyError            another push of the same batch holds its lock: nothing was pushed
         ├── MediaNotServedError       the server cannot show the images (not under its document root)
         └── AnnotationConflictError   annotators disagree under the "agreement" policy (reported, not raised,
                                       by pull; raised only when asked to fail on conflicts)
@@ -16,8 +18,12 @@ from __future__ import annotations
 
 from curate_loop.errors import CurateLoopError, LabelStudioAuthError
 
-__all__ = ["LabelStudioAuthError", "LabelStudioSyncError", "LabelStudioUnreachable", "LabelStudioAPIError",
+__all__ = ["LabelStudioAuthError", "LabelStudioKeyMissing", "LabelStudioSyncError", "BatchBusyError", "LabelStudioUnreachable", "LabelStudioAPIError",
            "MediaNotServedError", "AnnotationConflictError"]
+
+
+class LabelStudioKeyMissing(LabelStudioAuthError):
+    """No API key was given, set or recorded: commands that only read state fall back to what was recorded."""
 
 
 class LabelStudioSyncError(CurateLoopError):
@@ -34,6 +40,10 @@ class LabelStudioAPIError(LabelStudioSyncError):
     def __init__(self, message: str, status_code: int | None = None):
         super().__init__(message)
         self.status_code = status_code
+
+
+class BatchBusyError(LabelStudioSyncError):
+    """Another push of the same batch (same dataset) is running; this one pushed nothing."""
 
 
 class MediaNotServedError(LabelStudioSyncError):

@@ -1,7 +1,8 @@
 """Projects, media storage, views and tasks on the server: each step safe to repeat.
 
 Identity: a task is ``(data.fo_sample_id, data.fo_batch)`` inside the project of a dataset + label field (the
-project's description carries that key). :func:`import_missing` looks the batch's tasks up first and imports only
+project's description carries that key, with the dataset's id: a dataset rebuilt under the same name is another
+dataset and gets another project). :func:`import_missing` looks the batch's tasks up first and imports only
 the samples without one, in chunks, each POST sent once (the SDK's automatic retries are off). When a chunk's POST
 fails without an answer the server may or may not have created it, so the batch is listed again before going on;
 at the end any sample holding several tasks (a killed run, a duplicate from elsewhere) keeps one (the annotated
@@ -37,9 +38,12 @@ DOCUMENT_ROOT_ENV = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
 Progress = Callable[[float, str], None]
 
 
-def project_key(dataset_name: str, label_field: str) -> str:
-    """The marker in a project's description that says which dataset and field it labels."""
-    return f"curate-loop: dataset={dataset_name} field={label_field}"
+def project_key(dataset_name: str, label_field: str, dataset_id: str | None = None) -> str:
+    """The marker in a project's description that says which dataset and field it labels. It holds the dataset's
+    id: a dataset deleted and rebuilt under the same name gets a new project, never the old one's tasks."""
+    if dataset_id is None:  # how projects were marked before the id was part of the key
+        return f"curate-loop: dataset={dataset_name} field={label_field}"
+    return f"curate-loop: dataset={dataset_name} id={dataset_id} field={label_field}"
 
 
 def project_title(dataset_name: str, label_field: str) -> str:
@@ -50,14 +54,21 @@ def project_title(dataset_name: str, label_field: str) -> str:
     return f"{title[:MAX_TITLE - 8]}… {digest}"
 
 
-def find_project(conn: Connection, dataset_name: str, label_field: str, project_id: int | None = None):
-    """The project of this dataset + field: ``project_id`` when it still exists, else found by its key."""
-    key = project_key(dataset_name, label_field)
+def find_project(conn: Connection, dataset_name: str, label_field: str, project_id: int | None = None, *,
+                 dataset_id: str | None = None):
+    """The project of this dataset + field: ``project_id`` (recorded by this very dataset) when it still exists,
+    else the one whose description holds the dataset's key (:func:`project_key`, with its id when given)."""
+    key = project_key(dataset_name, label_field, dataset_id)
     if project_id is not None:
         try:
             project = conn.call(f"reading project {project_id}", conn.sdk.projects.get, id=project_id)
-            if (project.description or "") == key:
+            description = project.description or ""
+            if description == key:
                 return project
+            if dataset_id is not None and description == project_key(dataset_name, label_field):
+                # recorded by this dataset's own run before keys held the id: mark it with the id from now on
+                return conn.call(f"marking project {project_id}", conn.sdk.projects.update, id=project_id,
+                                 description=key)
         except LabelStudioAPIError as exc:
             if exc.status_code != 404:
                 raise
@@ -70,19 +81,19 @@ def find_project(conn: Connection, dataset_name: str, label_field: str, project_
 
 
 def ensure_project(conn: Connection, dataset_name: str, label_field: str, kind: str, classes: list[str],
-                   project_id: int | None = None):
+                   project_id: int | None = None, *, dataset_id: str | None = None):
     """``(project, fresh)``: the project, created on first use (``fresh``: created by this call, so it holds no
     storage, tab or task yet); its config grows to offer every class in ``classes``."""
-    project = find_project(conn, dataset_name, label_field, project_id)
+    project = find_project(conn, dataset_name, label_field, project_id, dataset_id=dataset_id)
     if project is None:
         config = label_config(kind, classes)
         try:
             return conn.call("creating the project", conn.sdk.projects.create,
                              title=project_title(dataset_name, label_field),
-                             description=project_key(dataset_name, label_field), label_config=config), True
+                             description=project_key(dataset_name, label_field, dataset_id), label_config=config), True
         except LabelStudioUnreachable:
             # The POST may have landed: look before anyone creates a second one.
-            project = find_project(conn, dataset_name, label_field)
+            project = find_project(conn, dataset_name, label_field, dataset_id=dataset_id)
             if project is None:
                 raise
     current = config_classes(project.label_config)
@@ -99,9 +110,27 @@ def document_root(explicit: str | os.PathLike | None = None) -> Path | None:
     return Path(root).expanduser().resolve() if root else None
 
 
-def media_urls(filepaths: list[str], root: Path | None) -> tuple[list[str | None], list[str]]:
+MEDIA_MODES = ("local_files", "upload", "cloud")
+
+
+def media_urls(filepaths: list[str], root: Path | None, mode: str = "local_files") -> tuple[list[str | None], list[str]]:
     """``(URL per file, local folders to serve)``: cloud URLs pass through, local files under ``root`` become
-    local-files URLs; a local file outside ``root`` (or with no root) gets ``None``: it has to be uploaded."""
+    local-files URLs; a local file outside ``root`` (or with no root) gets ``None``: it has to be uploaded.
+
+    ``mode`` (the manifest's ``labelstudio.media``): ``"upload"`` gives every local file ``None`` (uploaded even where
+    the server could read it from disk); ``"cloud"`` refuses local files (:class:`MediaNotServedError`)."""
+    if mode not in MEDIA_MODES:
+        raise ValueError(f"media={mode!r}; choose one of {MEDIA_MODES}")
+    if mode == "cloud":
+        local_paths = [p for p in filepaths if not p.startswith(CLOUD_SCHEMES)]
+        if local_paths:
+            raise MediaNotServedError(
+                f"labelstudio.media is 'cloud' but {len(local_paths)} of {len(filepaths)} samples are local files "
+                f"(e.g. {local_paths[0]}); nothing was pushed. Point their filepaths at s3://, gs://, azure-blob:// or "
+                "http(s):// URLs, or set labelstudio.media to 'local_files' or 'upload'.")
+        return list(filepaths), []
+    if mode == "upload":
+        return [p if p.startswith(CLOUD_SCHEMES) else None for p in filepaths], []
     urls, local = [], []
     folders_resolved: dict[str, Path] = {}  # one resolve() per folder, not per file (10k files: 1.4 s -> 0.1 s)
     for path in filepaths:

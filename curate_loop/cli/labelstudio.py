@@ -12,8 +12,37 @@ from curate_loop.paths import curate_loop_home
 
 from .options import ProgressBar, open_view
 
-_ls_url_option = click.option("--url", envvar="LABEL_STUDIO_URL", help="Label Studio URL (default: $LABEL_STUDIO_URL).")
-# The key comes from the environment only, so it never lands in shell history or process lists.
+_ls_url_option = click.option("--url", envvar="LABEL_STUDIO_URL",
+                              help="Label Studio URL (default: $LABEL_STUDIO_URL, else the key file's).")
+# The key comes from the environment or the key file only, so it never lands in shell history or process lists.
+
+
+def note_key_source(*urls: str | None) -> None:
+    """Say on stderr when the key for one of ``urls`` (None: whichever server the key file names) comes from the key
+    file. The connection itself resolves the key the same way (:func:`~curate_loop.adapters.labelstudio.keyfile.
+    resolve_credentials`), so a key file's key only ever goes to the server it names."""
+    from curate_loop.adapters.labelstudio.keyfile import resolve_credentials
+
+    for url in dict.fromkeys(urls):
+        creds = resolve_credentials(url)
+        if creds.from_file:
+            click.echo(f"Label Studio: key for {creds.url} from {creds.key_source} (LABEL_STUDIO_API_KEY is not set).",
+                       err=True)
+            return
+
+
+def fallback_line(statuses: list[dict]) -> str | None:
+    """One line saying the batch states shown are the recorded ones, and why (None when the server answered)."""
+    reasons = {s.get("server") for s in statuses} - {"ok"}
+    if not reasons:
+        return None
+    from curate_loop.adapters.labelstudio.keyfile import default_env_file
+
+    if "no key" in reasons:
+        return (f"Label Studio: no key (LABEL_STUDIO_API_KEY unset, no key file at {default_env_file()}): showing the "
+                "last recorded state. `source` the key file or export the key for live counts.")
+    url = next(s["url"] for s in statuses if s.get("server") != "ok")
+    return f"Label Studio at {url} does not answer: showing the last recorded state."
 
 
 @click.group()
@@ -49,11 +78,15 @@ def labelstudio_serve(port, data_dir, media_root, executable, timeout) -> None:
     click.echo("Starting Label Studio (the first start runs its database migrations, ~30 s)...")
     server = start_label_studio(port=port, data_dir=data_dir or curate_loop_home() / "labelstudio",
                                 document_root=media_root, executable=executable, timeout_s=timeout)
+    from curate_loop.adapters.labelstudio.keyfile import write_env_file
+
     with server:
+        env_file = write_env_file(server.url, server.token)
         click.echo(f"Label Studio is running at {server.url}")
         click.echo(f"  login:    {server.credentials.username} / {server.credentials.password}")
         click.echo(f"  export LABEL_STUDIO_URL={server.url}")
         click.echo(f"  export LABEL_STUDIO_API_KEY={server.token}")
+        click.echo(f"  or, in any terminal: source {env_file}")
         click.echo(f"  data:     {server.data_dir}   media root: {server.document_root}")
         click.echo("Press Ctrl-C to stop.", nl=True)
         sys.stdout.flush()
@@ -74,11 +107,28 @@ def ls_status(dataset_name, url):
     batches = list_pushed_batches(dataset)
     if not batches:
         click.echo(f"No batch of {dataset_name!r} was pushed to Label Studio yet.")
-    for batch in batches:
-        s = batch_status(dataset, batch, url=url)
-        counts = (f"{s['finished']}/{s['tasks']} finished, {s['cancelled']} cancelled" if s.get("server") == "ok"
-                  else f"{s['tasks']} tasks (server unreachable: last recorded state)")
-        click.echo(f"{batch:<20} {s['state']:<12} {counts}  project {s['project_id']} field {s['label_field']}")
+        return
+    from curate_loop.runs.labelstudio import recorded_url
+
+    note_key_source(*[url or recorded_url(dataset, batch) for batch in batches])
+    statuses = [batch_status(dataset, batch, url=url) for batch in batches]
+    note = fallback_line(statuses)
+    if note:
+        click.echo(note)
+    rows = [("batch", "state", "tasks", "finished", "cancelled", "project", "field")]
+    for s in statuses:
+        live = s.get("server") == "ok"
+        rows.append((s["batch"], s["state"] + ("" if live else " (recorded)"), str(s["tasks"]),
+                     str(s["finished"]) if live else "?", str(s["cancelled"]) if live else "?", str(s["project_id"]),
+                     s["label_field"]))
+    for line in table_lines(rows):
+        click.echo(line)
+
+
+def table_lines(rows: list[tuple]) -> list[str]:
+    """Rows as aligned columns (the first row is the header)."""
+    widths = [max(len(str(row[k])) for row in rows) for k in range(len(rows[0]))]
+    return ["  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
 
 
 @click.command("push")
@@ -89,13 +139,20 @@ def ls_status(dataset_name, url):
 @click.option("--document-root", type=click.Path(exists=True, file_okay=False),
               help="The server's local-files root (default: $LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT).")
 @click.option("--chunk-size", type=click.IntRange(1), default=1000, show_default=True, help="Tasks per import request.")
-def push(dataset_name, batch, label_field, url, document_root, chunk_size):
+@click.option("--media", type=click.Choice(["local_files", "upload", "cloud"]), default="local_files", show_default=True,
+              help="local_files: served from disk when under the server's root (else uploaded); upload: always "
+                   "uploaded; cloud: filepaths must be cloud URLs.")
+@click.option("--classes", help="Comma-separated classes the label config offers (default: the dataset's).")
+def push(dataset_name, batch, label_field, url, document_root, chunk_size, media, classes):
     """Push BATCH of DATASET_NAME to Label Studio (safe to re-run: no task is ever created twice)."""
     from curate_loop.runs.labelstudio import push_batch
 
+    note_key_source(url)
+    wanted = [c.strip() for c in classes.split(",") if c.strip()] if classes is not None else None
     with ProgressBar("pushing") as bar:
-        summary = push_batch(open_view(dataset_name), batch, label_field, url=url, document_root=document_root,
-                             chunk_size=chunk_size, progress=bar)
+        summary = push_batch(open_view(dataset_name), batch, label_field, url=url,
+                             document_root=document_root, chunk_size=chunk_size, media=media, classes=wanted,
+                             progress=bar)
     click.echo(f"Batch {batch!r}: {summary.tasks} tasks in project {summary.project_id} ({summary.project_title!r}) "
                f"at {summary.url}: {summary.created} new, {summary.already_there} already there"
                + (f", {summary.duplicates_deleted} duplicates removed" if summary.duplicates_deleted else "") + ".")
@@ -110,15 +167,26 @@ def push(dataset_name, batch, label_field, url, document_root, chunk_size):
 @_ls_url_option
 def pull(dataset_name, batch, policy, url):
     """Apply the finished annotations of BATCH back to DATASET_NAME (everything is read before anything is written)."""
-    from curate_loop.runs.labelstudio import pull_batch
+    from curate_loop.runs.labelstudio import pull_batch, recorded_url
 
+    dataset = open_view(dataset_name)
+    note_key_source(url or recorded_url(dataset, batch))
     with ProgressBar("pulling") as bar:
-        summary = pull_batch(open_view(dataset_name), batch, policy=policy, url=url, progress=bar)
+        summary = pull_batch(dataset, batch, policy=policy, url=url, progress=bar)
     click.echo(f"Batch {batch!r}: {summary.applied} annotated tasks applied ({policy}), {summary.changed_samples} "
                f"samples changed: {summary.labels_updated} labels updated, {summary.labels_added} added, "
                f"{summary.labels_removed} removed; {summary.cancelled} cancelled annotations skipped.")
     for conflict in summary.conflicts[:10]:
         click.echo(f"  conflict: task {conflict['task']} (sample {conflict['sample']}): {conflict['reason']}")
+    if summary.outside_classes:
+        click.echo(outside_classes_line(summary.outside_classes))
     if summary.conflicts:
         click.echo(f"  {len(summary.conflicts)} conflicting tasks were left unapplied; resolve them in Label Studio "
                    "or pull with --policy latest/majority.")
+
+
+def outside_classes_line(outside: dict) -> str:
+    """The pull's labels of classes the manifest lacks, in one line."""
+    counts = ", ".join(f"{name!r} ({n})" for name, n in outside.items())
+    return (f"  {sum(outside.values())} pulled labels use classes outside the manifest's classes: {counts}; add them "
+            "to `classes` or relabel them in Label Studio.")

@@ -13,8 +13,13 @@ _manifest_argument = click.argument("manifest_path", type=click.Path(dir_okay=Fa
 
 
 def _api_key() -> str | None:
-    """The Label Studio key, from the environment only (never an option: it would land in shell history)."""
+    """The Label Studio key from the environment (never an option: it would land in shell history); without one, the
+    connection falls back to the key file for the server it names."""
     return os.environ.get("LABEL_STUDIO_API_KEY")
+
+
+def _server_url(manifest) -> str | None:
+    return manifest.labelstudio.url or os.environ.get("LABEL_STUDIO_URL")
 
 
 @click.command("run")
@@ -29,13 +34,19 @@ def run(manifest_path, simulate_annotator, truth_field):
     from curate_loop.loop.manifest import load_manifest
     from curate_loop.loop.runner import run_iteration
 
+    from .labelstudio import note_key_source, outside_classes_line
+
     manifest = load_manifest(manifest_path)
+    if _server_url(manifest):  # else the loop starts its own local server, with its own key
+        note_key_source(_server_url(manifest))
     with ProgressBar("loop") as bar:
         summary = run_iteration(manifest, simulate_annotator=simulate_annotator, truth_field=truth_field,
                                 api_key=_api_key(), progress=bar)
     for batch, counts in summary.pulled.items():
         click.echo(f"Pulled {batch}: {counts.get('applied', 0)} tasks applied, {counts.get('labels_updated', 0)} labels "
                    f"updated, {counts.get('labels_added', 0)} added, {counts.get('labels_removed', 0)} removed")
+        if counts.get("outside_classes"):  # labels of classes the manifest's `classes` lack
+            click.echo(outside_classes_line(counts["outside_classes"]))
     click.echo(f"Iteration {summary.iteration}: embedded {summary.embedded} new samples; "
                f"mislabel suspects {summary.suspects if summary.suspects is not None else '-'}")
     if summary.selected:
@@ -57,14 +68,46 @@ def status(manifest_path):
     """Loop iterations so far and the state of every batch in Label Studio."""
     from curate_loop.loop.manifest import load_manifest
     from curate_loop.loop.runner import status as loop_status
+    from curate_loop.runs.datasets import open_dataset
+    from curate_loop.runs.embeddings import random_weights_notice
+    from curate_loop.runs.labelstudio import list_pushed_batches, recorded_url
 
-    state = loop_status(load_manifest(manifest_path), api_key=_api_key())
+    from .labelstudio import fallback_line, note_key_source, table_lines
+
+    manifest = load_manifest(manifest_path)
+    dataset = open_dataset(manifest.dataset)
+    note_key_source(*([_server_url(manifest)] if _server_url(manifest) else
+                      [recorded_url(dataset, b) for b in list_pushed_batches(dataset)]))
+    state = loop_status(manifest, api_key=_api_key())
+    notices = [n for n in (random_weights_notice(dataset, key) for key in
+                           dict.fromkeys([manifest.embeddings.key, manifest.embeddings.objects_key])) if n]
+    for notice in notices:
+        click.echo(notice)
     if not state["iterations"]:
         click.echo(f"No iterations on {state['dataset']!r} yet: `curate-loop run {manifest_path}`.")
-    for it in state["iterations"]:
-        click.echo(f"iteration {it['iteration']}: batch {it['batch']} ({it['selected']} samples), pulled "
-                   f"{sorted(it['pulled']) or '-'}, suspects {it['suspects'] if it['suspects'] is not None else '-'}")
-    for b in state["batches"]:
-        click.echo(f"batch {b['batch']}: {b['state']} ({b['tasks']} tasks, {b.get('finished', '?')} finished)")
+    else:
+        rows = [("iteration", "batch", "selected", "pulled", "suspects")]
+        for it in sorted(state["iterations"], key=lambda it: it["iteration"]):
+            rows.append((str(it["iteration"]), it.get("batch") or "-", str(it.get("selected", 0)),
+                         ", ".join(sorted(it.get("pulled") or {})) or "-",
+                         "-" if it.get("suspects") is None else str(it["suspects"])))
+        for line in table_lines(rows):
+            click.echo(line)
+    if state["batches"]:
+        note = fallback_line(state["batches"])
+        click.echo("")
+        if note:
+            click.echo(note)
+        rows = [("batch", "state", "tasks", "finished", "tab")]
+        for b in state["batches"]:
+            live = b.get("server") == "ok"
+            rows.append((b["batch"], b["state"] + ("" if live else " (recorded)"), str(b["tasks"]),
+                         str(b.get("finished", "?")) if live else "?", b.get("tab_url") or "-"))
+        for line in table_lines(rows):
+            click.echo(line)
+    if state.get("unpushed"):
+        click.echo(f"Not in Label Studio yet: {', '.join(state['unpushed'])} (`curate-loop run {manifest_path}` pushes "
+                   "them).")
     if state.get("report_path"):
         click.echo(f"Loop report: {state['report_path']}")
+

@@ -12,7 +12,8 @@ each pull (with the labels it replaced, so a pull can be undone) and the batch's
 A pull reads everything before it writes anything: when the server stops answering mid-way the dataset is left as
 it was and the error says what to re-run. Labels that a pull writes carry ``ls_annotator`` and ``ls_annotated_at``;
 labels born in Label Studio also carry ``ls_region_id`` (how a second pull recognises them: pulling twice changes
-nothing). The API key is never stored: the run records the server URL only.
+nothing). The API key is never stored: the run records the server URL only. Pushes of one batch hold a lock
+(:mod:`curate_loop.adapters.labelstudio.locks`), so two at once never import the same samples twice.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from bson import json_util
 
 from curate_loop.adapters.labelstudio import tasks as ls_tasks
 from curate_loop.adapters.labelstudio.client import BATCH_KEY, DATASET_KEY, SAMPLE_KEY, Connection, connect
-from curate_loop.adapters.labelstudio.errors import LabelStudioSyncError, LabelStudioUnreachable
+from curate_loop.adapters.labelstudio.errors import (LabelStudioAPIError, LabelStudioKeyMissing, LabelStudioSyncError,
+                                                     LabelStudioUnreachable)
 from curate_loop.adapters.labelstudio.labelconfig import IMAGE_KEY
 from curate_loop.adapters.labelstudio.mapping import (Region, classification_region, detection_region, parse_result,
                                                       same_box)
 from curate_loop.adapters.labelstudio.reconcile import DEFAULT_POLICY, Annotation, check_policy, reconcile
-from curate_loop.errors import InvalidInputError, LabelStudioAuthError
+from curate_loop.errors import InvalidInputError
 from curate_loop.runs.embeddings import Progress
 from curate_loop.runs.pool import BATCH_FIELD, REASON_FIELD
 from curate_loop.runs.pool import label_kind as _label_kind
@@ -79,6 +81,9 @@ class PullSummary:
     labels_updated: int = 0
     labels_added: int = 0
     labels_removed: int = 0
+    # pulled labels whose class the manifest's ``classes`` lack: class -> count (applied all the same: the annotator
+    # chose them; reported so the manifest or the labels get fixed)
+    outside_classes: dict = field(default_factory=dict)
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -118,14 +123,24 @@ def _label_dicts(doc: dict | None, kind: str) -> list[dict]:
 
 # -- push ----------------------------------------------------------------------------------------------------------
 def push_batch(dataset, batch: str, label_field: str, *, url: str | None = None, api_key: str | None = None,
-               connection: Connection | None = None, document_root=None, classes=None,
+               connection: Connection | None = None, document_root=None, classes=None, media: str = "local_files",
                chunk_size: int = ls_tasks.CHUNK_SIZE, progress: Progress | None = None) -> PushSummary:
     """Send batch ``batch`` of ``dataset`` to Label Studio, its ``label_field`` labels as pre-annotations.
 
     Safe to repeat and to resume: samples that already have a task of this batch are not imported again, and a
-    sample never ends with two tasks. ``url``/``api_key`` default to ``$LABEL_STUDIO_URL``/``$LABEL_STUDIO_API_KEY``;
-    ``document_root`` (default ``$LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``) is the server's local-files root.
+    sample never ends with two tasks; a second push of the same batch while one runs stops at once
+    (:class:`~curate_loop.adapters.labelstudio.errors.BatchBusyError`, nothing pushed). ``url``/``api_key`` default to
+    ``$LABEL_STUDIO_URL``/``$LABEL_STUDIO_API_KEY``, then the key file; ``document_root`` (default
+    ``$LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``) is the server's local-files root.
+
+    ``classes`` (the manifest's ``classes``): the classes the project's label config offers, in this order (an
+    existing project keeps the classes it has and gains these); a pre-annotation outside them is refused. ``None``:
+    every class the dataset knows for ``label_field``. ``media`` (the manifest's ``labelstudio.media``):
+    ``"local_files"`` serves files under the server's root from disk and uploads the rest, ``"upload"`` uploads every
+    local file, ``"cloud"`` refuses local files.
     """
+    from curate_loop.adapters.labelstudio.locks import batch_lock
+
     started = time.perf_counter()
     step = progress or (lambda fraction, label: None)
     dataset = dataset._dataset
@@ -134,20 +149,40 @@ def push_batch(dataset, batch: str, label_field: str, *, url: str | None = None,
     step(0.02, "reading the batch")
     if members.exists("metadata.width", False).count():
         members.exists("metadata.width", False).compute_metadata()
-    record = _load_record(dataset, batch)
-    if record and record["label_field"] != label_field:
-        raise InvalidInputError(f"Batch {batch!r} was pushed with label field {record['label_field']!r}; push it "
-                                f"with that field, or pick another batch for {label_field!r}.")
-    classes = _classes(dataset, label_field, kind, classes)
+    given = classes is not None
+    classes = (_manifest_classes(members, label_field, kind, classes, batch) if given
+               else _classes(dataset, label_field, kind, None))
+    rerun = (f"Re-run `curate-loop push {dataset.name} {batch} --label-field {label_field}` when the server answers "
+             "again: it is safe (tasks already created are not created twice).")
+    with batch_lock(str(dataset._doc.id), batch, dataset_name=dataset.name):
+        record = _load_record(dataset, batch)  # read under the lock: the other push may just have saved it
+        if record and record["label_field"] != label_field:
+            raise InvalidInputError(f"Batch {batch!r} was pushed with label field {record['label_field']!r}; push "
+                                    f"it with that field, or pick another batch for {label_field!r}.")
+        try:
+            summary, task_ids = _push(dataset, members, batch, label_field, kind, classes, media, url, api_key,
+                                      connection, document_root, chunk_size, step)
+        except (LabelStudioUnreachable, LabelStudioAPIError) as exc:
+            raise type(exc)(f"{exc} {rerun}") from exc
+        summary.seconds = round(time.perf_counter() - started, 2)
+        _save_push(dataset, batch, summary, task_ids, record, classes if given else None)
+    step(1.0, f"{summary.tasks} tasks in project {summary.project_id}")
+    return summary
+
+
+def _push(dataset, members, batch, label_field, kind, classes, media, url, api_key, connection, document_root,
+          chunk_size, step) -> tuple[PushSummary, dict]:
+    """The server side of :func:`push_batch`: project, media, tab, tasks."""
     # The batch is read from MongoDB while the server finds or creates the project: neither waits for the other.
     with ThreadPoolExecutor(1) as pool:
         building = pool.submit(_build_tasks, dataset, members, batch, label_field, kind,
-                               ls_tasks.document_root(document_root))
+                               ls_tasks.document_root(document_root), media)
         conn = connection or connect(url, api_key)
         try:
             step(0.1, "preparing the project")
             project, fresh = ls_tasks.ensure_project(conn, dataset.name, label_field, kind, classes,
-                                                     _known_project(dataset, label_field, conn.url))
+                                                     _known_project(dataset, label_field, conn.url),
+                                                     dataset_id=str(dataset._doc.id))
             tasks = building.result()
             urls, folders = tasks.pop("urls"), tasks.pop("folders")
             for folder in folders:
@@ -164,21 +199,31 @@ def push_batch(dataset, batch: str, label_field: str, *, url: str | None = None,
     summary = PushSummary(batch=batch, label_field=label_field, url=conn.url, project_id=project.id,
                           project_title=project.title, view_id=view_id, tasks=len(report.task_ids),
                           created=report.created, already_there=report.already_there,
-                          duplicates_deleted=report.duplicates_deleted, uploaded=uploaded,
-                          seconds=round(time.perf_counter() - started, 2))
-    _save_push(dataset, batch, summary, report.task_ids, record)
-    step(1.0, f"{summary.tasks} tasks in project {project.id}")
-    return summary
+                          duplicates_deleted=report.duplicates_deleted, uploaded=uploaded)
+    return summary, report.task_ids
 
 
-def _build_tasks(dataset, members, batch: str, label_field: str, kind: str, root) -> dict:
+def _manifest_classes(members, label_field: str, kind: str, classes, batch: str) -> list[str]:
+    """``classes`` as a list, after checking the batch's pre-annotations use no other class."""
+    classes = [str(c) for c in classes]
+    if not classes:
+        raise InvalidInputError("classes is empty: a Label Studio project needs at least one class.")
+    path = f"{label_field}.detections.label" if kind == "detections" else f"{label_field}.label"
+    outside = sorted(c for c in members.distinct(path) if c is not None and c not in set(classes))
+    if outside:
+        raise InvalidInputError(f"Batch {batch!r} holds {label_field} labels of classes not in the manifest's classes: "
+                                f"{outside}; nothing was pushed. Add them to `classes` or relabel those samples.")
+    return classes
+
+
+def _build_tasks(dataset, members, batch: str, label_field: str, kind: str, root, media: str = "local_files") -> dict:
     score_paths = {key: path for key, path in SCORE_FIELDS.items() if dataset.has_field(path)}
     paths = ["id", "filepath", "metadata.width", "metadata.height", label_field]
     extra = list(score_paths.values()) + ([REASON_FIELD] if dataset.has_field(REASON_FIELD) else [])
     # stored documents, not label objects: building 10k Detections objects cost as much as the import itself
     values = dict(zip(paths + extra, members.values(paths + extra, _raw=True)))
     values["id"] = [str(i) for i in values["id"]]
-    urls, folders = ls_tasks.media_urls(values["filepath"], root)
+    urls, folders = ls_tasks.media_urls(values["filepath"], root, media)
     tasks = []
     for i, sample_id in enumerate(values["id"]):
         width, height = values["metadata.width"][i], values["metadata.height"][i]
@@ -246,8 +291,11 @@ def _save_record(dataset, batch: str, record: dict) -> None:
     dataset.save_run_results(key, dataset.init_run_results(key, record=results), overwrite=True)
 
 
-def _save_push(dataset, batch: str, summary: PushSummary, task_ids: dict, record: dict | None) -> None:
+def _save_push(dataset, batch: str, summary: PushSummary, task_ids: dict, record: dict | None,
+               classes: list[str] | None = None) -> None:
     record = dict(record or {})
+    if classes is not None:
+        record["classes"] = list(classes)  # what pulls of this batch report classes outside of
     record.update(batch=batch, label_field=summary.label_field, url=summary.url, project_id=summary.project_id,
                   view_id=summary.view_id, pushed_at=time.time(), task_ids=task_ids,
                   project_title=summary.project_title)
@@ -266,10 +314,13 @@ def _record_or_error(dataset, batch: str) -> dict:
 
 # -- pull ----------------------------------------------------------------------------------------------------------
 def pull_batch(dataset, batch: str, *, policy: str = DEFAULT_POLICY, url: str | None = None,
-               api_key: str | None = None, connection: Connection | None = None,
+               api_key: str | None = None, connection: Connection | None = None, classes=None,
                chunk_size: int = ls_tasks.EXPORT_CHUNK, progress: Progress | None = None) -> PullSummary:
     """Apply the finished annotations of ``batch`` to its label field (reconciled with ``policy`` when several
-    annotators did a task). Everything is read first; nothing is written when reading fails."""
+    annotators did a task). Everything is read first; nothing is written when reading fails.
+
+    ``classes`` (default: the manifest classes the batch was pushed with, if any): pulled labels of other classes
+    are applied and counted in ``outside_classes``."""
     started = time.perf_counter()
     step = progress or (lambda fraction, label: None)
     check_policy(policy)
@@ -314,6 +365,9 @@ def pull_batch(dataset, batch: str, *, policy: str = DEFAULT_POLICY, url: str | 
         summary.ties += len(resolution.ties)
         resolved[sample_id] = (resolution, task["id"])
     summary.applied = len(resolved)
+    allowed = classes if classes is not None else record.get("classes")
+    if allowed is not None:
+        summary.outside_classes = _outside_classes(resolved, set(map(str, allowed)))
 
     step(0.85, "applying labels")
     changes, previous = _apply(dataset, label_field, kind, resolved, summary)
@@ -324,6 +378,15 @@ def pull_batch(dataset, batch: str, *, policy: str = DEFAULT_POLICY, url: str | 
     _save_pull(dataset, batch, record, summary, previous, tasks)
     step(1.0, f"applied {summary.applied} tasks, {summary.changed_samples} samples changed")
     return summary
+
+
+def _outside_classes(resolved: dict, allowed: set) -> dict:
+    counts: dict[str, int] = {}
+    for resolution, _task_id in resolved.values():
+        for region in resolution.regions or []:
+            if region.label is not None and region.label not in allowed:
+                counts[region.label] = counts.get(region.label, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _apply(dataset, label_field: str, kind: str, resolved: dict, summary: PullSummary) -> tuple[dict, dict]:
@@ -472,7 +535,9 @@ def undo_pull(dataset, batch: str) -> int:
 def batch_status(dataset, batch: str, *, url: str | None = None, api_key: str | None = None,
                  connection: Connection | None = None) -> dict:
     """The state of ``batch`` (one of ``STATES``) with task counts read from the server; when the server does not
-    answer, the state last recorded and ``"server": "unreachable"``."""
+    answer, the state last recorded and ``"server": "unreachable"``; with no key anywhere (environment, argument, key
+    file), the state last recorded and ``"server": "no key"``. A key that is there but bad (malformed, expired,
+    rejected) raises :class:`LabelStudioAuthError`: showing old state would hide it."""
     dataset = dataset._dataset
     record = _record_or_error(dataset, batch)
     last_pull = (record.get("pulls") or [None])[-1]
@@ -483,17 +548,13 @@ def batch_status(dataset, batch: str, *, url: str | None = None, api_key: str | 
               "tab_url": tab_url(record)}
     try:
         conn = connection or connect(url or record["url"], api_key)
-    except LabelStudioAuthError:  # no key in this terminal: what was recorded is still worth showing
-        return {**status, "server": "no usable key"}
-    except LabelStudioSyncError:
-        return {**status, "server": "unreachable"}
+    except LabelStudioKeyMissing:  # no key in this terminal: what was recorded is still worth showing
+        return {**status, "server": "no key"}
     try:
         rows = ls_tasks.batch_tasks(conn, record["project_id"], batch,
                                     include="id,total_annotations,cancelled_annotations")
     except LabelStudioUnreachable:
         return {**status, "server": "unreachable"}
-    except LabelStudioAuthError:
-        return {**status, "server": "no usable key"}
     finally:
         if connection is None:
             conn.close()
@@ -509,6 +570,12 @@ def batch_status(dataset, batch: str, *, url: str | None = None, api_key: str | 
     else:
         status["state"] = "annotated"
     return status
+
+
+def recorded_url(dataset, batch: str) -> str | None:
+    """The server ``batch`` was pushed to (None when it never was)."""
+    record = _load_record(dataset._dataset, batch)
+    return record["url"] if record else None
 
 
 def pulls(dataset, batch: str) -> list[dict]:
