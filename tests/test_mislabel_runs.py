@@ -117,6 +117,50 @@ def test_accept_reject_and_reannotate_survive_a_rerun(noisy):
     assert again.still_rejected == 0
 
 
+def test_accepted_or_reannotated_labels_are_scored_again_once_they_change(noisy):
+    """A decision holds while the label is as decided; a changed class or box reopens it (its decision tag goes and
+    it is raised like any other label); an unchanged one is not raised again."""
+    from curate_loop.runs.mislabels import REVIEWED, SCORE, SUGGESTION, SUSPECT_MIN_SCORE
+
+    find_mislabels(noisy, "noisy", "ink")
+    reverted, moved, relabeled, untouched = noisy.load_saved_view("mislabel_suspects").limit(4).values("noisy.id")
+    given = _label(noisy, reverted).label
+    accept_suggestions(noisy, "noisy", [reverted, moved])
+    send_for_reannotation(noisy, "noisy", [relabeled, untouched], batch_name="fix_02")
+    assert _label(noisy, moved)[REVIEWED].startswith(f"{_label(noisy, moved).label}|")  # as decided: after the accept
+
+    unchanged = find_mislabels(noisy, "noisy", "ink")
+    assert unchanged.reopened == 0 and unchanged.still_handled >= 4
+    assert all(_label(noisy, i)[SUSPECT] is False for i in (reverted, moved, relabeled, untouched))
+
+    # a hand edit undoes the accept, a pull moves a box, an annotator picks another class
+    noisy.set_label_values("noisy.detections.label", {reverted: given})
+    x, y, w, h = _label(noisy, moved).bounding_box
+    noisy.set_label_values("noisy.detections.bounding_box", {moved: [x + 0.01, y, w, h]})
+    other = "3" if _label(noisy, relabeled).label != "3" else "4"
+    noisy.set_label_values("noisy.detections.label", {relabeled: other})
+    changed = find_mislabels(noisy, "noisy", "ink")
+    assert changed.reopened == 3 and changed.still_handled == unchanged.still_handled - 3
+    for label_id in (reverted, moved, relabeled):
+        label = _label(noisy, label_id)
+        assert not {TAG_ACCEPTED, TAG_REANNOTATE, TAG_REJECTED} & set(label.tags)
+        assert label[SUSPECT] == (label[SCORE] >= SUSPECT_MIN_SCORE and label[SUGGESTION] != label.label)
+    assert _label(noisy, reverted)[SUSPECT] is True  # the mislabel it was before the accept, raised again
+    assert TAG_REANNOTATE in _label(noisy, untouched).tags and _label(noisy, untouched)[SUSPECT] is False
+
+
+def test_labels_decided_before_fingerprints_were_kept_adopt_their_current_one(noisy):
+    from curate_loop.runs.mislabels import REVIEWED
+
+    label_id = noisy.values("noisy.detections.id", unwind=True)[-1]
+    noisy.select_labels(ids=[label_id], fields="noisy").tag_labels(TAG_ACCEPTED, label_fields="noisy")
+    noisy.set_label_values(f"noisy.detections.{REVIEWED}", {label_id: None})
+    find_mislabels(noisy, "noisy", "ink")
+    label = _label(noisy, label_id)
+    assert TAG_ACCEPTED in label.tags and label[SUSPECT] is False
+    assert label[REVIEWED] == f"{label.label}|" + ",".join(f"{v:.3f}" for v in label.bounding_box)
+
+
 def _label(dataset, label_id):
     view = dataset.select_labels(ids=[label_id], fields="noisy")
     return view.first().noisy.detections[0]

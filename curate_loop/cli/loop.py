@@ -59,6 +59,10 @@ def run(manifest_path, simulate_annotator, truth_field):
             click.echo(f"  report: {summary.report_path}")
     else:
         click.echo("  nothing left to curate: every sample is labeled or queued")
+    if summary.reannotate_batch:
+        click.echo(f"  re-annotation batch {summary.reannotate_batch!r}: {summary.reannotate_pushed} new tasks")
+    for line in [*summary.notes, *summary.notices]:
+        click.secho(f"  {line}", fg="yellow")
     click.echo(f"Loop report (saturation curve, label changes): {summary.loop_report_path}")
 
 

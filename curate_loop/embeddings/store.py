@@ -5,10 +5,15 @@ to disk in chunks, each written to a temporary file and renamed into place, so a
 leaves only whole chunks behind: a resumed run skips every id already stored, and new samples are
 added as new chunks without touching the rest. A run is complete only once ``complete.json`` exists.
 
+Object vectors also keep the box each was cropped from (``boxes``), so a box moved or resized since (in Label
+Studio, say) is recognised and embedded again; the latest vector of an id wins. Chunks written before boxes were
+kept have none: their boxes read as NaN ("unknown").
+
 Layout of ``root``::
 
     config.json        what computed the vectors (model, params): written first
-    chunk-000000.npz   ids (str) and vectors (float32, (n, dim)), one per flush
+    chunk-000000.npz   ids (str), vectors (float32, (n, dim)) and, for objects, boxes (float64, (n, 4)),
+                       one chunk per flush
     failures.json      ids that could not be embedded, with the reason
     complete.json      counts; written last
 """
@@ -49,19 +54,25 @@ class EmbeddingStore:
             _write_json_atomic(path, config)
         return self
 
-    def append(self, ids: list[str] | np.ndarray, vectors: np.ndarray) -> None:
-        """Store one chunk atomically; ``vectors`` has shape (len(ids), dim)."""
+    def append(self, ids: list[str] | np.ndarray, vectors: np.ndarray, boxes: np.ndarray | None = None) -> None:
+        """Store one chunk atomically; ``vectors`` has shape (len(ids), dim), ``boxes`` (objects only) the
+        (len(ids), 4) relative boxes the vectors were cropped from."""
         vectors = np.asarray(vectors, dtype=np.float32)
         ids = np.asarray(ids, dtype=str)
         if vectors.ndim != 2 or len(ids) != len(vectors):
             raise InvalidInputError(f"Expected vectors of shape ({len(ids)}, dim), got {vectors.shape}")
+        arrays = {"ids": ids, "vectors": vectors}
+        if boxes is not None:
+            arrays["boxes"] = np.asarray(boxes, dtype=np.float64)
+            if arrays["boxes"].shape != (len(ids), 4):
+                raise InvalidInputError(f"Expected boxes of shape ({len(ids)}, 4), got {arrays['boxes'].shape}")
         if len(ids) == 0:
             return
         index = len(list(self.root.glob(CHUNK_GLOB)))
         final = self.root / f"chunk-{index:06d}.npz"
         tmp = self.root / f".tmp-{final.name}"
         with open(tmp, "wb") as fh:
-            np.savez(fh, ids=ids, vectors=vectors)
+            np.savez(fh, **arrays)
         os.replace(tmp, final)
 
     def record_failures(self, failures: dict[str, str], succeeded=()) -> None:
@@ -94,9 +105,22 @@ class EmbeddingStore:
         return json.loads(path.read_text()) if path.exists() else {}
 
     def stored_ids(self) -> np.ndarray:
-        """Every id with a vector (chunks are small to read: ids only)."""
+        """Every id with a vector, once each, sorted (chunks are small to read: ids only)."""
         chunks = [np.load(p)["ids"] for p in sorted(self.root.glob(CHUNK_GLOB))]
-        return np.concatenate(chunks) if chunks else np.empty(0, dtype=str)
+        return np.unique(np.concatenate(chunks)) if chunks else np.empty(0, dtype=str)
+
+    def stored_boxes(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, boxes)``: each stored id once (sorted) with the box its latest vector was cropped from; NaN rows
+        where that vector was stored without one (image vectors, or chunks written before boxes were kept)."""
+        ids, boxes = [], []
+        for path in sorted(self.root.glob(CHUNK_GLOB)):
+            chunk = np.load(path)  # lazy: the vectors are not read
+            ids.append(chunk["ids"])
+            boxes.append(chunk["boxes"] if "boxes" in chunk.files else np.full((len(chunk["ids"]), 4), np.nan))
+        if not ids:
+            return np.empty(0, dtype=str), np.empty((0, 4))
+        keep = _latest(np.concatenate(ids))
+        return np.concatenate(ids)[keep], np.concatenate(boxes)[keep]
 
     def load(self, ids: list[str] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(ids, vectors)``; for a given ``ids`` the rows follow its order (missing ids raise).
@@ -108,9 +132,7 @@ class EmbeddingStore:
             raise InvalidInputError(f"The embedding store {self.root} holds no vectors yet.")
         all_ids = np.concatenate([c["ids"] for c in chunks])
         vectors = np.concatenate([c["vectors"] for c in chunks])
-        # keep the last occurrence of each id
-        _, last_rev = np.unique(all_ids[::-1], return_index=True)
-        keep = np.sort(len(all_ids) - 1 - last_rev)
+        keep = np.sort(_latest(all_ids))
         all_ids, vectors = all_ids[keep], vectors[keep]
         if ids is None:
             return all_ids, vectors
@@ -126,6 +148,12 @@ class EmbeddingStore:
                 f"(e.g. {ids[missing][:3].tolist()}): compute embeddings for them first."
             )
         return ids, vectors[rows]
+
+
+def _latest(ids: np.ndarray) -> np.ndarray:
+    """Row of the last occurrence of each distinct id, in the sorted order of the ids."""
+    _, last_rev = np.unique(ids[::-1], return_index=True)
+    return len(ids) - 1 - last_rev
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from curate_loop.errors import InvalidInputError
 
@@ -19,7 +19,7 @@ class _Strict(BaseModel):
 
 
 class ModelEntry(_Strict):
-    name: str = Field(min_length=1, description="open_clip model name, e.g. ViT-B-32")
+    name: str = Field(min_length=1, description="open_clip model name, e.g. ViT-B-32, or classical (offline)")
     pretrained: str | None = Field(None, description="pretrained tag or local checkpoint path; null: random weights")
 
 
@@ -27,6 +27,8 @@ class Embeddings(_Strict):
     key: str = "clip"
     models: list[ModelEntry] = Field(default_factory=lambda: [ModelEntry(name="ViT-B-32")], min_length=1)
     objects_key: str = "boxes"  # object embeddings of label_field, for the mislabel scan
+    fallback: Literal["classical"] | None = Field(
+        None, description="when the models' weights cannot be had (offline), embed with this model instead")
 
     @field_validator("key", "objects_key")
     @classmethod
@@ -39,7 +41,9 @@ class Embeddings(_Strict):
 class Curation(_Strict):
     budget: int = Field(50, ge=1, description="samples per batch")
     strategy: Literal["cluster_balanced", "typicality", "kcenter", "random"] = "cluster_balanced"
-    near_duplicate_threshold: float = Field(0.98, gt=0, le=1)
+    near_duplicate_threshold: float = Field(0.98, gt=0, le=1, description="cosine similarity from which a pool "
+                                            "sample counts as a near-duplicate of a picked or labeled one and is "
+                                            "skipped (strategy cluster_balanced; the others pick without it)")
     min_cluster_size: int | None = Field(None, ge=2, description="null: sqrt(pool size) / 3")
     batch_prefix: str = "batch"
 
@@ -52,12 +56,22 @@ class Curation(_Strict):
 
 
 class Mislabels(_Strict):
-    enabled: bool = True
+    enabled: bool = True  # scan the labels for mislabels each iteration
+    # where "send for re-annotation" (App, CLI) queues samples; `curate-loop run` and "Push pending batches" push it
     reannotate_batch: str = "reannotate"
+
+    @field_validator("reannotate_batch")
+    @classmethod
+    def _batch(cls, value: str) -> str:
+        if not value.isidentifier():
+            raise ValueError("use letters, digits and underscores (it names a batch and its saved view)")
+        return value
 
 
 class LabelStudio(_Strict):
     url: str | None = Field(None, description="null: start the local server; else e.g. http://127.0.0.1:8080")
+    # local_files: served from disk when under the server's local-files root, else uploaded; upload: every local file
+    # uploaded (a server on another machine); cloud: filepaths must be s3:// gs:// azure-blob:// http(s):// URLs
     media: Literal["local_files", "cloud", "upload"] = "local_files"
 
     @field_validator("url")
@@ -71,6 +85,8 @@ class LabelStudio(_Strict):
 class Manifest(_Strict):
     dataset: str = Field(min_length=1)
     label_field: str = "ground_truth"
+    # the classes the Label Studio label config offers; a batch pre-annotated with another class is refused and a
+    # pulled label of another class is reported
     classes: list[str] = Field(min_length=1)
     embeddings: Embeddings = Field(default_factory=Embeddings)
     curation: Curation = Field(default_factory=Curation)
@@ -89,6 +105,14 @@ class Manifest(_Strict):
         if duplicates:
             raise ValueError(f"each class once; repeated: {duplicates}")
         return value
+
+    @model_validator(mode="after")
+    def _reannotate_is_not_a_loop_batch(self) -> "Manifest":
+        name, prefix = self.mislabels.reannotate_batch, self.curation.batch_prefix
+        if name.startswith(f"{prefix}_") and name[len(prefix) + 1:].isdigit():
+            raise ValueError(f"mislabels.reannotate_batch {name!r} looks like a batch the loop picks "
+                             f"({prefix}_NN); choose another name, e.g. 'reannotate'")
+        return self
 
     def batch_name(self, iteration: int) -> str:
         return f"{self.curation.batch_prefix}_{iteration:02d}"

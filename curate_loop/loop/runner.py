@@ -1,11 +1,19 @@
 """One iteration of the active-learning loop, as ``curate-loop run manifest.yml`` runs it:
 
     pull finished batches -> embed what is new -> mislabel scan -> curate the next batch -> push it
+                                                                     -> push the re-annotation batch
 
 Every step is idempotent, so a crash anywhere is repaired by running again: a pull applies only what changed
-since the last one, embeddings add only missing vectors, a batch that was already picked under this iteration's
-name is reused rather than picked again, and a push imports only missing tasks. The iteration is recorded in the
-loop history (a run on the dataset, ``loop_history``) once it has completed.
+since the last one, embeddings add only missing vectors (and re-embed boxes that moved), a batch that this loop
+already picked for this iteration is reused rather than picked again, and a push imports only missing tasks. The
+iteration is recorded in the loop history (a run on the dataset, ``loop_history``) once it has completed.
+
+The loop only reuses batches it created itself: before picking, it records the batch name it claims for the
+iteration (``batches`` in the history run). A batch of that name picked by someone else (by hand in the App, whose
+form suggests ``batch_NN`` too) is left as it is, and the loop picks its own batch under a free name, saying why.
+
+Samples sent for re-annotation (``mislabels.reannotate_batch``) are pushed as one more batch whenever some of
+them have no task yet, and pulled back like any batch; relabeled or moved boxes are then scored again.
 """
 
 from __future__ import annotations
@@ -33,6 +41,10 @@ class IterationSummary:
     selected: int = 0
     reused_batch: bool = False
     pushed: int = 0
+    reannotate_batch: str | None = None  # the re-annotation batch, when this iteration pushed some of it
+    reannotate_pushed: int = 0  # new re-annotation tasks
+    notes: list = field(default_factory=list)  # why the loop did something unexpected (e.g. renamed its batch)
+    notices: list = field(default_factory=list)  # random_weights_notice lines of the embeddings this iteration used
     simulated_answers: int = 0
     report_path: str | None = None  # the batch's curation report
     loop_report_path: str | None = None  # the iteration report (saturation curve, label changes)
@@ -45,10 +57,38 @@ class IterationSummary:
         return asdict(self)
 
 
-def history(dataset) -> list[dict]:
+def _history_results(dataset):
+    """The history run's results (``iterations``, ``batches``), or None before the first iteration."""
     if HISTORY_KEY not in dataset.list_runs():
-        return []
-    return list(dataset.load_run_results(HISTORY_KEY, cache=False).iterations)
+        return None
+    return dataset.load_run_results(HISTORY_KEY, cache=False)
+
+
+def history(dataset) -> list[dict]:
+    results = _history_results(dataset)
+    return list(getattr(results, "iterations", None) or [])
+
+
+def loop_batches(dataset) -> dict[int, dict]:
+    """iteration -> ``{"batch", "claimed_at"}``: the batch names this loop claimed (before picking them). Iterations
+    recorded before claims were kept count as claims made at time 0: their batches are the loop's."""
+    results = _history_results(dataset)
+    claims = {int(k): dict(v) for k, v in (getattr(results, "batches", None) or {}).items()}
+    for it in getattr(results, "iterations", None) or []:
+        claims.setdefault(int(it["iteration"]), {"batch": it["batch"], "claimed_at": 0.0})
+    return claims
+
+
+def _save_history(dataset, *, iterations: list[dict] | None = None, batches: dict[int, dict] | None = None) -> None:
+    """Rewrite the history run, replacing the parts given."""
+    saved = _history_results(dataset)
+    if HISTORY_KEY not in dataset.list_runs():
+        dataset.register_run(HISTORY_KEY, dataset.init_run(method=HISTORY_METHOD), cleanup=False)
+    if iterations is None:
+        iterations = list(getattr(saved, "iterations", None) or [])
+    batches = (getattr(saved, "batches", None) or {}) if batches is None else {str(k): v for k, v in batches.items()}
+    dataset.save_run_results(HISTORY_KEY, dataset.init_run_results(HISTORY_KEY, iterations=iterations,
+                                                                   batches=batches), overwrite=True)
 
 
 def _record(dataset, summary: IterationSummary) -> None:
@@ -57,11 +97,53 @@ def _record(dataset, summary: IterationSummary) -> None:
     summary.seconds = round(time.time() - summary.started_at, 2)
     summary.loop_report_path = str(loop_report_path(dataset))
     iterations = [it for it in history(dataset) if it["iteration"] != summary.iteration] + [summary.to_dict()]
-    if HISTORY_KEY not in dataset.list_runs():
-        dataset.register_run(HISTORY_KEY, dataset.init_run(method=HISTORY_METHOD), cleanup=False)
-    dataset.save_run_results(HISTORY_KEY, dataset.init_run_results(HISTORY_KEY, iterations=iterations),
-                             overwrite=True)
+    _save_history(dataset, iterations=iterations)
     write_loop_report(dataset)
+
+
+def _claim_batch(dataset, manifest: Manifest, iteration: int) -> tuple[str, list[str]]:
+    """This iteration's batch name, claimed in the history before anything is picked, and notes for the user.
+
+    A crashed run's claim is kept (its batch, if picked, is reused). Otherwise the manifest's name, unless something
+    else holds it (a batch picked by hand, a saved view, a re-annotation batch): then that one is left alone and the
+    loop takes ``<name>_loop`` (or ``_loop2``, ...)."""
+    claims = loop_batches(dataset)
+    taken = _taken_names(dataset)
+    claim = claims.get(iteration)
+    if claim and (claim["batch"] not in taken or _created_by_loop(dataset, claim)):
+        return claim["batch"], []
+    wanted = manifest.batch_name(iteration)
+    name, n = wanted, 1
+    while name in taken or any(c["batch"] == name for c in claims.values()):
+        name, n = f"{wanted}_loop{n if n > 1 else ''}", n + 1
+    notes = []
+    if name != wanted:
+        notes.append(f"{wanted!r} already exists and was not picked by this loop (picked by hand, e.g. in the App): "
+                     f"left as it is (not reused, not pushed); this iteration's batch is {name!r}. Push {wanted!r} "
+                     f"yourself (`curate-loop push {dataset.name} {wanted}`) if it should be labeled.")
+    claims[iteration] = {"batch": name, "claimed_at": time.time()}
+    _save_history(dataset, batches=claims)
+    return name, notes
+
+
+def _taken_names(dataset) -> set[str]:
+    """Names a new batch must not take: runs, saved views and batch names already on samples."""
+    from curate_loop.runs.pool import BATCH_FIELD
+
+    names = set(dataset.list_runs()) | set(dataset.list_saved_views())
+    if dataset.has_field(BATCH_FIELD):
+        names |= {b for b in dataset.distinct(BATCH_FIELD) if b}
+    return names
+
+
+def _created_by_loop(dataset, claim: dict) -> bool:
+    """Whether the batch of ``claim`` was picked after the loop claimed its name (so by the loop)."""
+    from curate_loop.runs.curation import METHOD
+
+    if claim["batch"] not in dataset.list_runs(method=METHOD):
+        return False
+    created_at = getattr(dataset.load_run_results(claim["batch"], cache=False), "created_at", 0.0) or 0.0
+    return created_at >= claim["claimed_at"]
 
 
 def loop_report_path(dataset):
@@ -100,8 +182,9 @@ def run_iteration(manifest: Manifest, *, simulate_annotator: bool = False, truth
     dataset = open_dataset(manifest.dataset)
     done = history(dataset)
     iteration = (max(it["iteration"] for it in done) + 1) if done else 1
-    summary = IterationSummary(iteration=iteration, batch=manifest.batch_name(iteration), started_at=time.time(),
-                               manifest_path=manifest.source)
+    batch, notes = _claim_batch(dataset, manifest, iteration)
+    summary = IterationSummary(iteration=iteration, batch=batch, started_at=time.time(),
+                               manifest_path=manifest.source, notes=notes)
     with _labelstudio(manifest, dataset, url, api_key) as (ls_url, ls_key):
         step(0.02, "pulling finished batches")
         # a crashed run's pulls (applied, not in the history yet) belong to this iteration, as they would have
@@ -113,27 +196,56 @@ def run_iteration(manifest: Manifest, *, simulate_annotator: bool = False, truth
         if manifest.mislabels.enabled:
             step(0.45, "scanning labels for mislabels")
             summary.suspects = _scan(dataset, manifest)
+        summary.notices = _notices(dataset, manifest)
         _maybe_crash(crash_after, "scan")
         step(0.6, f"curating {summary.batch}")
-        if not _curate(dataset, manifest, summary):
-            _record(dataset, summary)
-            step(1.0, "the pool is empty: every sample is labeled or queued")
-            return summary
+        picked = _curate(dataset, manifest, summary)
         _maybe_crash(crash_after, "curate")
-        step(0.8, f"pushing {summary.batch}")
-        from curate_loop.runs.labelstudio import push_batch
-
-        pushed = push_batch(dataset, summary.batch, manifest.label_field, url=ls_url, api_key=ls_key)
-        summary.pushed = pushed.created
+        answer = []
+        if picked:
+            step(0.8, f"pushing {summary.batch}")
+            summary.pushed = _push(dataset, manifest, summary.batch, ls_url, ls_key).created
+            answer.append(summary.batch)
         _maybe_crash(crash_after, "push")
-        if simulate_annotator:
+        reannotate = manifest.mislabels.reannotate_batch
+        if reannotate in pending_reannotation(dataset, reannotate):
+            step(0.85, f"pushing the re-annotation batch {reannotate}")
+            summary.reannotate_batch = reannotate
+            summary.reannotate_pushed = _push(dataset, manifest, reannotate, ls_url, ls_key).created
+            answer.append(reannotate)
+        if simulate_annotator and answer:
             from curate_loop.loop.simulate import answer_batch
 
             step(0.9, "simulated annotator answering (from the kept-aside true labels)")
-            summary.simulated_answers = answer_batch(dataset, summary.batch, truth_field, url=ls_url, api_key=ls_key)
+            summary.simulated_answers = sum(answer_batch(dataset, batch, truth_field, url=ls_url, api_key=ls_key)
+                                            for batch in answer)
     _record(dataset, summary)
-    step(1.0, f"iteration {iteration} done")
+    step(1.0, f"iteration {iteration} done" if picked else "the pool is empty: every sample is labeled or queued")
     return summary
+
+
+def _push(dataset, manifest: Manifest, batch: str, url: str | None, api_key: str | None):
+    """Push ``batch`` with the manifest's label field, classes and media mode."""
+    from curate_loop.runs.labelstudio import push_batch
+
+    return push_batch(dataset, batch, manifest.label_field, url=url, api_key=api_key, classes=manifest.classes,
+                      media=manifest.labelstudio.media)
+
+
+def _notices(dataset, manifest: Manifest) -> list[str]:
+    """The random-weights line of each embeddings run this iteration's results rest on, and the fallback-model
+    line of each run embedded with the manifest's fallback (none when fine)."""
+    from curate_loop.loop.embedding_models import choose_models
+    from curate_loop.runs.embeddings import METHOD, random_weights_notice
+
+    notices = []
+    for key in (manifest.embeddings.key, manifest.embeddings.objects_key):
+        if key not in dataset.list_runs(method=METHOD):
+            continue
+        for notice in (random_weights_notice(dataset, key), choose_models(dataset, manifest, key)[1]):
+            if notice and notice not in notices:
+                notices.append(notice)
+    return notices
 
 
 def _maybe_crash(crash_after: str | None, step_name: str) -> None:
@@ -167,7 +279,7 @@ def _labelstudio(manifest: Manifest, dataset, url: str | None, api_key: str | No
 
 def _pull_counts(pull: dict) -> dict:
     counts = {k: v for k, v in pull.items() if isinstance(v, (int, float, str)) and k != "pulled_at"}
-    return {**counts, "conflicts": len(pull.get("conflicts") or [])}
+    return {**counts, "conflicts": len(pull.get("conflicts") or []), "outside_classes": pull.get("outside_classes") or {}}
 
 
 def pulled_since(dataset, since: float) -> dict:
@@ -192,6 +304,12 @@ def pull_finished(dataset, url: str | None, api_key: str | None) -> dict:
         if status.get("server") == "unreachable":
             raise InvalidInputError(f"Label Studio at {url} does not answer; nothing was pulled. Start it (or fix "
                                     "labelstudio.url in the manifest) and run again.")
+        if status.get("server") == "no key":
+            from curate_loop.adapters.labelstudio.errors import LabelStudioKeyMissing
+
+            raise LabelStudioKeyMissing(f"No Label Studio API key for {url}: nothing was pulled. Export "
+                                        "LABEL_STUDIO_API_KEY (or `source ~/.curate-loop/labelstudio.env`) and run "
+                                        "again.")
         if status["state"] in ("in_progress", "annotated"):
             pulled[batch] = _pull_counts(asdict(pull_batch(dataset, batch, url=url, api_key=api_key)))
     return pulled
@@ -200,7 +318,9 @@ def pull_finished(dataset, url: str | None, api_key: str | None) -> dict:
 def _embed(dataset, manifest: Manifest) -> int:
     from curate_loop.runs.embeddings import compute_embeddings
 
-    models = [f"{m.name}@{m.pretrained}" if m.pretrained else m.name for m in manifest.embeddings.models]
+    from curate_loop.loop.embedding_models import choose_models
+
+    models, _ = choose_models(dataset, manifest, manifest.embeddings.key)  # the note is one of _notices
     return compute_embeddings(dataset, manifest.embeddings.key, models).computed
 
 
@@ -219,11 +339,12 @@ def _scan(dataset, manifest: Manifest) -> int | None:
     labeled = dataset.match(F(field).exists())
     if not len(labeled):
         return None
-    models = [f"{m.name}@{m.pretrained}" if m.pretrained else m.name for m in manifest.embeddings.models]
+    from curate_loop.loop.embedding_models import choose_models
+
     is_boxes = label_kind(dataset, field, needed_for="; the mislabel scan needs one of them.") == "detections"
     key = manifest.embeddings.objects_key if is_boxes else manifest.embeddings.key
     if is_boxes:
-        compute_embeddings(labeled, key, models, patches_field=field)
+        compute_embeddings(labeled, key, choose_models(dataset, manifest, key)[0], patches_field=field)
     return find_mislabels(labeled, field, key).suspects
 
 
@@ -235,7 +356,7 @@ def _curate(dataset, manifest: Manifest, summary: IterationSummary) -> bool:
     from curate_loop.runs.curation import METHOD, select_batch
     from curate_loop.runs.pool import BATCH_FIELD, DUP_KEEP_FIELD
 
-    if summary.batch in dataset.list_runs(method=METHOD):
+    if summary.batch in dataset.list_runs(method=METHOD):  # the loop's own (see _claim_batch): a crashed run picked it
         summary.reused_batch = True
         summary.selected = len(dataset.load_saved_view(summary.batch))
         return True
@@ -275,21 +396,53 @@ def manifest_path_for(dataset) -> str | None:
     return None
 
 
-def unpushed_batches(dataset) -> list[str]:
-    """Batches the loop picked that are not in Label Studio yet (a push that failed or was never run)."""
+def reannotate_batch_name(dataset) -> str:
+    """The re-annotation batch of ``dataset``: ``mislabels.reannotate_batch`` of the manifest that drives its loop
+    (:func:`manifest_path_for`), else ``REANNOTATE_BATCH``. Where the App and the CLI send labels for re-annotation."""
+    from curate_loop.errors import CurateLoopError
+    from curate_loop.loop.manifest import load_manifest
+    from curate_loop.runs.mislabels import REANNOTATE_BATCH
+
+    path = manifest_path_for(dataset)
+    if path is None:
+        return REANNOTATE_BATCH
+    try:
+        return load_manifest(path).mislabels.reannotate_batch
+    except CurateLoopError:  # an invalid manifest: `curate-loop run` explains it; the default batch still works
+        return REANNOTATE_BATCH
+
+
+def pending_reannotation(dataset, batch: str) -> list[str]:
+    """``[batch]`` when some samples queued in re-annotation batch ``batch`` have no Label Studio task of it yet
+    (it grows with every "send for re-annotation"), else ``[]``."""
+    from fiftyone import ViewField as F
+
+    from curate_loop.runs.labelstudio import _load_record
+    from curate_loop.runs.pool import BATCH_FIELD
+
+    if not dataset.has_field(BATCH_FIELD):
+        return []
+    members = set(dataset.match(F(BATCH_FIELD) == batch).values("id"))
+    record = _load_record(dataset, batch) or {}
+    return [batch] if members - set(record.get("task_ids") or {}) else []
+
+
+def unpushed_batches(dataset, reannotate_batch: str | None = None) -> list[str]:
+    """Batches picked that are not in Label Studio yet (a push that failed or was never run), then the
+    re-annotation batch (``reannotate_batch``, default :func:`reannotate_batch_name`) when some of it is not."""
     from curate_loop.runs.curation import list_batches
     from curate_loop.runs.labelstudio import list_pushed_batches
 
     pushed = set(list_pushed_batches(dataset))
-    return [b["name"] for b in list_batches(dataset) if b["name"] not in pushed]
+    picked = [b["name"] for b in list_batches(dataset) if b["name"] not in pushed]
+    return picked + pending_reannotation(dataset, reannotate_batch or reannotate_batch_name(dataset))
 
 
 def push_pending(dataset, manifest: Manifest, url: str | None, api_key: str | None) -> dict:
-    """Push every picked batch that is not in Label Studio yet (or not completely); batch -> tasks created."""
-    from curate_loop.runs.labelstudio import push_batch
-
-    return {batch: push_batch(dataset, batch, manifest.label_field, url=url, api_key=api_key).created
-            for batch in unpushed_batches(dataset)}
+    """Push every picked batch that is not in Label Studio yet, and the samples of the re-annotation batch that have
+    no task yet; batch -> tasks created."""
+    return {batch: _push(dataset, manifest, batch, url, api_key).created
+            for batch in unpushed_batches(dataset, manifest.mislabels.reannotate_batch)}
 
 
 def status(manifest: Manifest, *, url: str | None = None, api_key: str | None = None, top_suspects: int = 5) -> dict:
@@ -304,6 +457,6 @@ def status(manifest: Manifest, *, url: str | None = None, api_key: str | None = 
     batches = [batch_status(dataset, b, url=url, api_key=api_key) for b in list_pushed_batches(dataset)]
     report = loop_report_path(dataset)
     return {"dataset": dataset.name, "iterations": history(dataset), "batches": batches,
-            "unpushed": unpushed_batches(dataset),
+            "unpushed": unpushed_batches(dataset, manifest.mislabels.reannotate_batch),
             "suspects": read_suspects(dataset, manifest.label_field, top_suspects),
             "report_path": str(report) if report.exists() else None}

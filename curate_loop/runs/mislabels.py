@@ -7,8 +7,10 @@ Results live on the labels themselves, so the App can filter and sort by them:
 - review decisions as label tags, ``mislabel:accepted``, ``mislabel:rejected``, ``mislabel:reannotate``, plus
   who/what changed a label (``mislabel_previous``, ``mislabel_changed_by``, ``mislabel_changed_at``).
 
-A rejected suspect keeps a fingerprint of what was reviewed (class and box): a re-run does not raise it again
-unless that changed. Each sample gets the highest score of its labels (``mislabel_max``); the run records the
+Every review decision keeps a fingerprint of the label as decided (class and box, ``mislabel_reviewed``): a re-run
+does not raise a rejected, accepted or re-annotated label again unless its class or box changed since (a pull from
+Label Studio, a hand edit); a changed one loses its decision tag and is scored and raised like any other. Labels
+accepted or re-annotated before fingerprints were kept adopt their current fingerprint on the next scan. Each sample gets the highest score of its labels (``mislabel_max``); the run records the
 estimated noise per class pair; the saved view ``mislabel_suspects`` lists suspects best-first (object patches
 for Detections). Everything is computed before anything is written.
 """
@@ -30,7 +32,8 @@ SUSPECTS_VIEW = "mislabel_suspects"
 SUSPECT_MIN_SCORE = 0.5  # raised for review from here (and only when another class is suggested)
 TAG_ACCEPTED, TAG_REJECTED, TAG_REANNOTATE = "mislabel:accepted", "mislabel:rejected", "mislabel:reannotate"
 SCORE, SUGGESTION, CONFIDENCE, SUSPECT = "mislabel_score", "mislabel_suggestion", "mislabel_confidence", "mislabel_suspect"
-REVIEWED = "mislabel_reviewed"  # fingerprint of a rejected suspect
+REVIEWED = "mislabel_reviewed"  # fingerprint of the label when a reviewer decided on it
+REANNOTATE_BATCH = "reannotate"  # the re-annotation batch when no manifest names one (mislabels.reannotate_batch)
 
 
 @dataclass
@@ -46,6 +49,8 @@ class MislabelSummary:
     view_name: str
     seconds: float = 0.0
     top: list = field(default_factory=list)  # [(label id, score, given, suggested)]
+    still_handled: int = 0  # accepted or re-annotated before and unchanged: not raised again
+    reopened: int = 0  # decided on before (any decision) but changed since: tag dropped, raised again if suspect
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,7 +68,7 @@ class _Labels:
     classes: np.ndarray  # object array of str
     fingerprints: np.ndarray  # object array of str
     tags: list
-    reviewed: np.ndarray  # object array: fingerprint at rejection, or None
+    reviewed: np.ndarray  # object array: fingerprint at the review decision, or None
 
 
 def _label_kind(samples, label_field: str) -> str:
@@ -150,11 +155,14 @@ def find_mislabels(samples, label_field: str = "ground_truth", embeddings_key: s
     confidence = np.full(n, np.nan)
     confidence[usable] = result.suggested_confidence
     rejected = np.asarray([TAG_REJECTED in tags for tags in labels.tags], dtype=bool)
-    still_rejected = rejected & (labels.reviewed == labels.fingerprints)
     handled = np.asarray([TAG_ACCEPTED in t or TAG_REANNOTATE in t for t in labels.tags], dtype=bool)
+    unchanged = labels.reviewed == labels.fingerprints
+    adopted = handled & (labels.reviewed == None)  # noqa: E711 (decided before fingerprints were kept)
+    still_rejected = rejected & unchanged
+    still_handled = handled & (unchanged | adopted)
     suspect = usable & (np.nan_to_num(score) >= SUSPECT_MIN_SCORE) & (suggestion != labels.classes)
-    suspect &= ~still_rejected & ~handled
-    stale = rejected & ~still_rejected  # the label or box changed since it was rejected: review it again
+    suspect &= ~still_rejected & ~still_handled
+    stale = (rejected | handled) & ~still_rejected & ~still_handled  # changed since the decision: review it again
 
     step(0.8, "writing scores")
     prefix = _prefix(label_field, kind)
@@ -167,9 +175,12 @@ def find_mislabels(samples, label_field: str = "ground_truth", embeddings_key: s
     put(SUGGESTION, suggestion.tolist())
     put(CONFIDENCE, [None if np.isnan(c) else round(float(c), 6) for c in confidence])
     put(SUSPECT, suspect.tolist())
+    if adopted.any():
+        dataset.set_label_values(f"{prefix}.{REVIEWED}", dict(zip(labels.ids[adopted].tolist(),
+                                                                  labels.fingerprints[adopted].tolist())), dynamic=True)
     if stale.any():
-        samples.select_labels(ids=labels.ids[stale].tolist(), fields=label_field).untag_labels(TAG_REJECTED,
-                                                                                              label_fields=label_field)
+        samples.select_labels(ids=labels.ids[stale].tolist(), fields=label_field).untag_labels(
+            [TAG_ACCEPTED, TAG_REJECTED, TAG_REANNOTATE], label_fields=label_field)
     _write_sample_summary(samples, labels.sample_ids, score, suspect)
     _save_suspects_view(dataset, label_field, kind)
     order = np.argsort(-np.nan_to_num(score, nan=-1.0), kind="stable")[:10]
@@ -178,6 +189,7 @@ def find_mislabels(samples, label_field: str = "ground_truth", embeddings_key: s
         still_rejected=int(still_rejected.sum()), without_vectors=int((~has_vector).sum()),
         unscorable=int((~has_class).sum()), noise_rates=list(getattr(result, "noise_rates", []))[:20],
         view_name=SUSPECTS_VIEW, seconds=round(time.perf_counter() - started, 2),
+        still_handled=int(still_handled.sum()), reopened=int(stale.sum()),
         top=[[ids[i], float(np.nan_to_num(score[i])), labels.classes[i], suggestion[i]] for i in order],
     )
     key = run_key(label_field)
@@ -246,7 +258,7 @@ def accept_suggestions(samples, label_field: str, label_ids, *, changed_by: str 
     dataset.set_label_values(f"{prefix}.mislabel_changed_by", {i: who for i in ids}, dynamic=True)
     dataset.set_label_values(f"{prefix}.mislabel_changed_at", {i: when for i in ids}, dynamic=True)
     dataset.set_label_values(f"{prefix}.label", {i: suggestions[i] for i in ids})
-    _close(dataset, label_field, prefix, ids, TAG_ACCEPTED)
+    _close(dataset, label_field, kind, ids, TAG_ACCEPTED)
     return len(ids)
 
 
@@ -254,26 +266,28 @@ def reject_suspects(samples, label_field: str, label_ids) -> int:
     """Mark the labels "not a mislabel": they are not raised again unless their class or box changes."""
     kind = _label_kind(samples, label_field)
     labels = _selected(samples, label_field, kind, label_ids)
-    prefix = _prefix(label_field, kind)
-    dataset = samples._dataset
-    ids = labels.ids.tolist()
-    dataset.set_label_values(f"{prefix}.{REVIEWED}", dict(zip(ids, labels.fingerprints.tolist())), dynamic=True)
-    _close(dataset, label_field, prefix, ids, TAG_REJECTED)
-    return len(ids)
+    _close(samples._dataset, label_field, kind, labels.ids.tolist(), TAG_REJECTED)
+    return len(labels.ids)
 
 
-def send_for_reannotation(samples, label_field: str, label_ids, batch_name: str = "reannotate") -> int:
+def send_for_reannotation(samples, label_field: str, label_ids, batch_name: str | None = None) -> int:
     """Tag the labels for re-annotation and queue their samples in batch ``batch_name`` (a saved view of that
-    name), which the Label Studio push takes; returns the number of samples in the batch."""
+    name), which the Label Studio push takes; returns the number of samples in the batch.
+
+    ``batch_name`` defaults to the ``mislabels.reannotate_batch`` of the manifest that drives the dataset's loop
+    (the batch `curate-loop run` and "Push pending batches" push), else ``REANNOTATE_BATCH``."""
     from fiftyone import ViewField as F
 
+    if batch_name is None:
+        from curate_loop.loop.runner import reannotate_batch_name
+
+        batch_name = reannotate_batch_name(samples._dataset)
     if not isinstance(batch_name, str) or not batch_name.isidentifier():
         raise InvalidInputError(f"Invalid batch name {batch_name!r}: use letters, digits and underscores.")
     kind = _label_kind(samples, label_field)
     labels = _selected(samples, label_field, kind, label_ids)
-    prefix = _prefix(label_field, kind)
     dataset = samples._dataset
-    _close(dataset, label_field, prefix, labels.ids.tolist(), TAG_REANNOTATE)
+    _close(dataset, label_field, kind, labels.ids.tolist(), TAG_REANNOTATE)
     sample_ids = sorted(set(labels.sample_ids.tolist()))
     dataset.set_values(BATCH_FIELD, {i: batch_name for i in sample_ids}, key_field="id")
     dataset.set_values(REASON_FIELD, {i: "reannotate-mislabel" for i in sample_ids}, key_field="id")
@@ -293,12 +307,17 @@ def _selected(samples, label_field: str, kind: str, label_ids) -> _Labels:
     return labels
 
 
-def _close(dataset, label_field: str, prefix: str, ids: list, tag: str) -> None:
-    """A review decision: the decision's tag (replacing earlier ones) and no longer a suspect."""
+def _close(dataset, label_field: str, kind: str, ids: list, tag: str) -> None:
+    """A review decision: the decision's tag (replacing earlier ones), no longer a suspect, and the fingerprint of
+    the label as decided (read after any relabel), so a later change of its class or box reopens it."""
+    prefix = _prefix(label_field, kind)
     view = dataset.select_labels(ids=ids, fields=label_field)
     view.untag_labels([TAG_ACCEPTED, TAG_REJECTED, TAG_REANNOTATE], label_fields=label_field)
     view.tag_labels(tag, label_fields=label_field)
     dataset.set_label_values(f"{prefix}.{SUSPECT}", {i: False for i in ids}, dynamic=True)
+    decided = _read_labels(view, label_field, kind)
+    dataset.set_label_values(f"{prefix}.{REVIEWED}", dict(zip(decided.ids.tolist(), decided.fingerprints.tolist())),
+                             dynamic=True)
 
 
 def label_ids_of_selection(view, label_field: str, *, selected_labels=(), selected_samples=()) -> list[str]:
