@@ -7,7 +7,8 @@ callback, open the result (the batch's saved view, the edge-case view, the dupli
 import fiftyone.operators.types as types
 
 from .forms import (DELEGATE_ABOVE, DelegableOperator, cannot_run, complete_embedding_keys, dropdown, form,
-                    operator_config, progress, radio, results, show_result)
+                    operator_config, progress, radio, reports_errors, results, show_result, target_samples,
+                    with_notice)
 
 STRATEGY_LABELS = {
     "cluster_balanced": "Cluster-balanced (covers every cluster, keeps edge cases)",
@@ -52,7 +53,7 @@ class SelectBatch(DelegableOperator):
         batches = ctx.dataset.list_runs(method="curate_loop.batch")
         inputs.str("name", default=f"batch_{len(batches) + 1:02d}", required=True, label="Batch name",
                    description="Letters, digits and underscores; the batch becomes a saved view of that name")
-        inputs.int("k", default=min(50, len(ctx.target_view())), required=True, label="Batch size (K)")
+        inputs.int("k", default=min(50, len(target_samples(ctx))), required=True, label="Batch size (K)")
         dropdown(inputs, "key", keys, "Embeddings")
         radio(inputs, "strategy", STRATEGY_LABELS, "Strategy", default="cluster_balanced")
         fields = label_fields(ctx.dataset)
@@ -63,26 +64,28 @@ class SelectBatch(DelegableOperator):
         inputs.bool("overwrite", default=False, label="Replace a batch of the same name")
         return form(inputs, "Pick the next labeling batch")
 
+    @reports_errors
     def execute(self, ctx):
         from curate_loop.runs.curation import select_batch
 
         p = ctx.params
-        summary = select_batch(ctx.target_view(), p["name"], int(p["k"]), p["key"],
+        summary = select_batch(target_samples(ctx), p["name"], int(p["k"]), p["key"],
                                strategy=p.get("strategy", "cluster_balanced"), label_field=p.get("label_field"),
                                min_cluster_size=_min_cluster_size(p), overwrite=bool(p.get("overwrite")),
                                progress=progress(ctx))
         show_result(ctx, summary.view_name)
         coverage = summary.coverage.get("cluster_coverage", {})
-        return {"batch": summary.name, "picked": summary.picked, "view": summary.view_name,
-                "clusters": f"{summary.clusters_reached} of {summary.clusters} "
-                            f"(random: {coverage.get('random_mean', float('nan')):.1%} of clusters)",
-                "edge_gain": f"{summary.saturation['gain']:+.1%}", "report": summary.report_path}
+        return with_notice({"batch": summary.name, "picked": summary.picked, "view": summary.view_name,
+                            "clusters": f"{summary.clusters_reached} of {summary.clusters} "
+                                        f"(random: {coverage.get('random_mean', float('nan')):.1%} of clusters)",
+                            "edge_gain": f"{summary.saturation['gain']:+.1%}", "report": summary.report_path},
+                           ctx.dataset, p["key"])
 
     def resolve_output(self, ctx):
-        return results("Batch picked", [("batch", str, "Batch"), ("picked", int, "Samples picked"),
-                                        ("view", str, "Saved view"), ("clusters", str, "Clusters reached"),
-                                        ("edge_gain", str, "Edge-case coverage added"),
-                                        ("report", str, "Report (HTML)")])
+        return results(ctx, "Batch picked", [("batch", str, "Batch"), ("picked", int, "Samples picked"),
+                                             ("view", str, "Saved view"), ("clusters", str, "Clusters reached"),
+                                             ("edge_gain", str, "Edge-case coverage added"),
+                                             ("report", str, "Report (HTML)")])
 
 
 class ScoreEdgeCases(DelegableOperator):
@@ -102,18 +105,22 @@ class ScoreEdgeCases(DelegableOperator):
         _min_cluster_size_input(inputs)
         return form(inputs, "Score edge cases")
 
+    @reports_errors
     def execute(self, ctx):
         from curate_loop.runs.edges import score_edge_cases
 
-        summary = score_edge_cases(ctx.target_view(), ctx.params["key"],
-                                   min_cluster_size=_min_cluster_size(ctx.params), progress=progress(ctx))
+        key = ctx.params["key"]
+        summary = score_edge_cases(target_samples(ctx), key, min_cluster_size=_min_cluster_size(ctx.params),
+                                   progress=progress(ctx))
         show_result(ctx, summary.view_name)
-        return {"scored": summary.scored, "sparse_clusters": summary.sparse_clusters, "noise": summary.noise,
-                "view": summary.view_name}
+        return with_notice({"scored": summary.scored, "sparse_clusters": summary.sparse_clusters,
+                            "noise": summary.noise, "view": summary.view_name}, ctx.dataset, key)
 
     def resolve_output(self, ctx):
-        return results("Edge cases scored", [("scored", int, "Scored"), ("sparse_clusters", int, "Sparse clusters"),
-                                             ("noise", int, "Outliers (in no cluster)"), ("view", str, "Saved view")])
+        return results(ctx, "Edge cases scored", [("scored", int, "Scored"),
+                                                  ("sparse_clusters", int, "Sparse clusters"),
+                                                  ("noise", int, "Outliers (in no cluster)"),
+                                                  ("view", str, "Saved view")])
 
 
 class FindNearDuplicates(DelegableOperator):
@@ -134,14 +141,18 @@ class FindNearDuplicates(DelegableOperator):
                      description="Two samples at least this similar are near-duplicates")
         return form(inputs, "Find near-duplicates")
 
+    @reports_errors
     def execute(self, ctx):
         from curate_loop.runs.duplicates import find_duplicates
 
-        summary = find_duplicates(ctx.target_view(), ctx.params["key"], threshold=float(ctx.params.get("threshold", 0.98)),
+        key = ctx.params["key"]
+        summary = find_duplicates(target_samples(ctx), key, threshold=float(ctx.params.get("threshold", 0.98)),
                                   progress=progress(ctx))
         show_result(ctx, summary.view_name if summary.groups else None)
-        return {"groups": summary.groups, "in_groups": summary.in_groups, "redundant": summary.redundant}
+        return with_notice({"groups": summary.groups, "in_groups": summary.in_groups,
+                            "redundant": summary.redundant}, ctx.dataset, key)
 
     def resolve_output(self, ctx):
-        return results("Near-duplicates found", [("groups", int, "Groups"), ("in_groups", int, "Samples in groups"),
-                                                 ("redundant", int, "Redundant copies (skipped by batches)")])
+        return results(ctx, "Near-duplicates found", [("groups", int, "Groups"),
+                                                      ("in_groups", int, "Samples in groups"),
+                                                      ("redundant", int, "Redundant copies (skipped by batches)")])

@@ -7,7 +7,8 @@ progress callback, report counts. Both may run delegated (``fiftyone delegated l
 import fiftyone.operators.types as types
 
 from .forms import (DELEGATE_ABOVE, DelegableOperator, cannot_run, complete_embedding_keys, dropdown, form,
-                    operator_config, progress, radio, results, show_result)
+                    operator_config, progress, radio, reports_errors, results, show_result, target_samples,
+                    with_notice)
 
 LEVELS = {"image": "Images", "object": "Objects (box crops)"}
 INDEX_AND_MAP_RESULTS = [("similarity", str, "Similarity index (brain key)"), ("map", str, "2-D map (brain key)")]
@@ -62,11 +63,12 @@ class ComputeEmbeddings(DelegableOperator):
         inputs.bool("build_map", default=True, label="Build the 2-D map (Embeddings panel)")
         return form(inputs, "Compute embeddings")
 
+    @reports_errors
     def execute(self, ctx):
         from curate_loop.runs.embeddings import compute_embeddings
 
         params = ctx.params
-        view = ctx.target_view()
+        view = target_samples(ctx)
         patches_field = params.get("patches_field") if params.get("level") == "object" else None
         models = [m.strip() for m in params.get("models", "ViT-B-32").split(",") if m.strip()]
         summary = compute_embeddings(view, params.get("key", "clip"), models, patches_field=patches_field,
@@ -74,14 +76,15 @@ class ComputeEmbeddings(DelegableOperator):
                                      progress=progress(ctx))
         extra = _index_and_map(ctx, view, summary.key, params.get("build_index", True), params.get("build_map", True))
         show_result(ctx)
-        return {"key": summary.key, "computed": summary.computed, "skipped": summary.skipped,
-                "failed": len(summary.failed), "vectors": summary.total_vectors, **extra}
+        return with_notice({"key": summary.key, "computed": summary.computed, "skipped": summary.skipped,
+                            "failed": len(summary.failed), "vectors": summary.total_vectors, **extra},
+                           ctx.dataset, summary.key)
 
     def resolve_output(self, ctx):
-        return results("Embeddings computed", [("key", str, "Embeddings key"), ("computed", int, "Embedded now"),
-                                               ("skipped", int, "Already embedded (skipped)"),
-                                               ("failed", int, "Failed (see the run's failures)"),
-                                               ("vectors", int, "Vectors in the run"), *INDEX_AND_MAP_RESULTS])
+        return results(ctx, "Embeddings computed", [("key", str, "Embeddings key"), ("computed", int, "Embedded now"),
+                                                    ("skipped", int, "Already embedded (skipped)"),
+                                                    ("failed", int, "Failed (see the run's failures)"),
+                                                    ("vectors", int, "Vectors in the run"), *INDEX_AND_MAP_RESULTS])
 
 
 class BuildIndexAndMap(DelegableOperator):
@@ -103,11 +106,13 @@ class BuildIndexAndMap(DelegableOperator):
         inputs.bool("build_map", default=True, label="2-D map")
         return form(inputs, "Build similarity index and map")
 
+    @reports_errors
     def execute(self, ctx):
-        out = _index_and_map(ctx, ctx.target_view(), ctx.params["key"], ctx.params.get("build_index", True),
+        key = ctx.params["key"]
+        out = _index_and_map(ctx, target_samples(ctx), key, ctx.params.get("build_index", True),
                              ctx.params.get("build_map", True))
         show_result(ctx)
-        return out
+        return with_notice(out, ctx.dataset, key)
 
     def resolve_output(self, ctx):
-        return results("Built", INDEX_AND_MAP_RESULTS)
+        return results(ctx, "Built", INDEX_AND_MAP_RESULTS)

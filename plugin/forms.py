@@ -2,9 +2,13 @@
 
 An operator here reads its params, resolves the target view, makes one library call and reports; the pieces around
 that call live in this module: the config (dynamic forms; immediate or delegated execution for long jobs), the
-default choice of delegation by size, the form widgets (dropdowns, radio groups, "cannot run yet" notices), the
-progress callback, the result form, and showing the result in the App (reload, open the saved view).
+default choice of delegation by size, the target samples (a patches, clips or frames view stands for its source
+samples), the form widgets (dropdowns, radio groups, "cannot run yet" notices), the progress callback, the result
+form (with its random-weights notice, or the one-line error of an expected failure), and showing the result in the
+App (reload, open the saved view).
 """
+
+import functools
 
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
@@ -33,6 +37,43 @@ class DelegableOperator(foo.Operator):
             return None
         collection = ctx.dataset if self.counts_whole_dataset else ctx.target_view()
         return len(collection) > self.delegate_above
+
+
+def target_samples(ctx):
+    """The samples the App's target (current view, selection, dataset) stands for, as a view of the dataset: after
+    "find mislabels" the App shows a patches view, whose items are boxes of a generated dataset that holds none of
+    the runs; its source samples are what an operator works on."""
+    from curate_loop.runs.views import sample_level_view
+
+    return sample_level_view(ctx.target_view())
+
+
+def reports_errors(execute):
+    """For ``execute``: an expected failure (a ``CurateLoopError``, whose message says what to do) becomes the result's
+    one-line ``error``, shown by ``results`` instead of a stack; anything else is a bug and still raises."""
+
+    @functools.wraps(execute)
+    def guarded(self, ctx):
+        from curate_loop.errors import CurateLoopError
+
+        try:
+            return execute(self, ctx)
+        except CurateLoopError as exc:
+            return {"error": " ".join(str(exc).split())}
+
+    return guarded
+
+
+def with_notice(result, dataset, *embeddings_keys):
+    """``result`` with the random-weights ``notice`` of the first of ``embeddings_keys`` that has one (results built
+    on random-weight vectors must say so); unchanged when none has."""
+    from curate_loop.runs.embeddings import random_weights_notice
+
+    for key in embeddings_keys:
+        notice = random_weights_notice(dataset, key) if key else None
+        if notice:
+            return {**result, "notice": notice}
+    return result
 
 
 def progress(ctx):
@@ -76,16 +117,31 @@ def cannot_run(inputs, message):
     return types.Property(inputs)
 
 
-def results(title, fields):
-    """The output form: ``fields`` are ``(name, int or str, label)`` rows, shown in order."""
+def results(ctx, title, fields):
+    """The output form: ``fields`` are ``(name, int or str, label)`` rows, shown in order, under the result's
+    random-weights ``notice`` if it has one; only the ``error`` line when the operator could not run."""
     outputs = types.Object()
+    result = getattr(ctx, "results", None) or {}
+    if result.get("error"):
+        outputs.view("error", types.Error(label=result["error"]))
+        return types.Property(outputs, view=types.View(label=f"{title}: not done"))
+    if result.get("notice"):
+        outputs.view("notice", types.Warning(label=result["notice"]))
     for name, kind, label in fields:
         (outputs.int if kind is int else outputs.str)(name, label=label)
     return types.Property(outputs, view=types.View(label=title))
 
 
-def show_result(ctx, saved_view=None):
-    """Reload the dataset in the App; when run immediately, also open ``saved_view`` (a name) if given."""
+def show_result(ctx, saved_view=None, *, keep_view=False):
+    """Reload the dataset in the App; when run immediately, also open ``saved_view`` (a name) if given, or with
+    ``keep_view`` load the current view again: a reload alone sometimes left the App on the whole dataset, and a
+    reviewer's next selection then picked whole images instead of suspect boxes."""
     ctx.trigger("reload_dataset")
-    if saved_view and not ctx.delegated:
+    if ctx.delegated:
+        return
+    if saved_view:
         ctx.ops.set_view(view=ctx.dataset.load_saved_view(saved_view))
+    elif keep_view and ctx.view.name:
+        ctx.ops.set_view(name=ctx.view.name)
+    elif keep_view:
+        ctx.ops.set_view(view=ctx.view)

@@ -10,7 +10,7 @@ import os
 import fiftyone.operators.types as types
 
 from .forms import (DELEGATE_ABOVE, DelegableOperator, cannot_run, dropdown, form, operator_config, progress, radio,
-                    results, show_result)
+                    reports_errors, results, show_result)
 
 POLICY_LABELS = {
     "latest": "Latest finished annotation wins",
@@ -60,6 +60,7 @@ class PushToLabelStudio(_BatchOperator):
                    label="Server's local-files root", description="The folder Label Studio serves media from")
         return form(inputs, "Push to Label Studio")
 
+    @reports_errors
     def execute(self, ctx):
         from curate_loop.runs.labelstudio import push_batch
 
@@ -70,9 +71,9 @@ class PushToLabelStudio(_BatchOperator):
                 "project": f"{summary.url}/projects/{summary.project_id}/data?tab={summary.view_id}"}
 
     def resolve_output(self, ctx):
-        return results("Pushed", [("tasks", int, "Tasks of the batch"), ("created", int, "Created now"),
-                                  ("already_there", int, "Already there (not created again)"),
-                                  ("project", str, "Open in Label Studio")])
+        return results(ctx, "Pushed", [("tasks", int, "Tasks of the batch"), ("created", int, "Created now"),
+                                       ("already_there", int, "Already there (not created again)"),
+                                       ("project", str, "Open in Label Studio")])
 
 
 class PullFromLabelStudio(_BatchOperator):
@@ -93,11 +94,12 @@ class PullFromLabelStudio(_BatchOperator):
         batch = ctx.params.get("batch") or batches[0]
         status = batch_status(ctx.dataset, batch, **_credentials(ctx))
         counts = (f"{status['finished']}/{status['tasks']} tasks finished" if status.get("server") == "ok"
-                  else "server unreachable")
+                  else f"{status['tasks']} tasks; server {status.get('server', 'unreachable')}: state as last recorded")
         inputs.view("status", types.Notice(label=f"{batch}: {status['state']} ({counts})"))
         radio(inputs, "policy", POLICY_LABELS, "Several annotators", default="latest")
         return form(inputs, "Pull from Label Studio")
 
+    @reports_errors
     def execute(self, ctx):
         from curate_loop.runs.labelstudio import pull_batch
 
@@ -111,6 +113,6 @@ class PullFromLabelStudio(_BatchOperator):
                 "conflicts": len(summary.conflicts), "cancelled": summary.cancelled}
 
     def resolve_output(self, ctx):
-        return results("Pulled", [("applied", int, "Annotated tasks applied"), ("changed", int, "Samples changed"),
-                                  ("labels", str, "Labels"), ("conflicts", int, "Conflicts left unapplied"),
-                                  ("cancelled", int, "Cancelled annotations skipped")])
+        return results(ctx, "Pulled", [("applied", int, "Annotated tasks applied"), ("changed", int, "Samples changed"),
+                                       ("labels", str, "Labels"), ("conflicts", int, "Conflicts left unapplied"),
+                                       ("cancelled", int, "Cancelled annotations skipped")])

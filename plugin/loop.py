@@ -10,7 +10,7 @@ URL and key come from the plugin secrets, as for the push and pull operators.
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from .forms import DelegableOperator, operator_config, progress, show_result
+from .forms import DelegableOperator, operator_config, progress, reports_errors, results, show_result, with_notice
 from .labelstudio import _credentials
 
 PANEL_NAME = "curation_loop"
@@ -37,14 +37,27 @@ class RunLoopIteration(DelegableOperator):
                    description="The loop's manifest (its dataset must be this one)")
         return types.Property(inputs)
 
+    @reports_errors
     def execute(self, ctx):
         from curate_loop.loop.runner import run_iteration
 
         manifest = _load_manifest(ctx.params["manifest"])
         summary = run_iteration(manifest, progress=progress(ctx), **_credentials(ctx))
         show_result(ctx)
-        return {"iteration": summary.iteration, "batch": summary.batch, "selected": summary.selected,
-                "pushed": summary.pushed, "report": summary.loop_report_path}
+        return with_notice({"iteration": summary.iteration, "batch": summary.batch, "selected": summary.selected,
+                            "pushed": summary.pushed, "report": summary.loop_report_path},
+                           ctx.dataset, *_embeddings_keys(manifest))
+
+    def resolve_output(self, ctx):
+        return results(ctx, "Loop iteration done", [("iteration", int, "Iteration"), ("batch", str, "Batch picked"),
+                                                    ("selected", int, "Samples picked"),
+                                                    ("pushed", int, "Tasks pushed to Label Studio"),
+                                                    ("report", str, "Loop report (HTML)")])
+
+
+def _embeddings_keys(manifest) -> tuple[str, str]:
+    """The loop's image and box embeddings: what its batches and mislabel scans are built on."""
+    return manifest.embeddings.key, manifest.embeddings.objects_key
 
 
 class CurationLoopPanel(foo.Panel):
@@ -104,10 +117,10 @@ class CurationLoopPanel(foo.Panel):
         from curate_loop.loop.runner import push_pending
         from curate_loop.runs.datasets import open_dataset
 
-        def act(manifest):
+        def act(manifest):  # the picked batches not in Label Studio yet, and what the QA review re-queued
             pushed = push_pending(open_dataset(manifest.dataset), manifest, **_credentials(ctx))
             return ("Pushed " + ", ".join(f"{b} ({n} new tasks)" for b, n in pushed.items()) + "."
-                    if pushed else "Nothing to push: every picked batch is in Label Studio.")
+                    if pushed else "Nothing to push: every picked and re-annotation batch is in Label Studio.")
 
         self._act(ctx, act)
 
@@ -145,8 +158,10 @@ class CurationLoopPanel(foo.Panel):
             if manifest.dataset != ctx.dataset.name:
                 raise ValueError(f"{path} drives the dataset {manifest.dataset!r}, not {ctx.dataset.name!r}.")
             ctx.panel.state.overview = status(manifest, **_credentials(ctx))
+            ctx.panel.state.notice = with_notice({}, ctx.dataset, *_embeddings_keys(manifest)).get("notice")
         except (CurateLoopError, ValueError) as exc:
             ctx.panel.state.overview = None
+            ctx.panel.state.notice = None
             ctx.panel.state.message = f"{type(exc).__name__}: {exc}"
 
     # -- layout ---------------------------------------------------------------------------------------------------
@@ -167,6 +182,8 @@ class CurationLoopPanel(foo.Panel):
         buttons.btn("refresh", label="Refresh", icon="refresh", on_click=self.refresh)
         if state.message:
             panel.md(f"> {state.message}", name="message")
+        if state.notice:
+            panel.md(f"**{state.notice}**", name="notice")
         if overview:
             panel.md(_iterations_md(overview), name="iterations")
             panel.md(_batches_md(overview), name="batches")

@@ -9,7 +9,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from .forms import (DELEGATE_ABOVE, DelegableOperator, cannot_run, dropdown, form, operator_config, progress, radio,
-                    results, show_result)
+                    reports_errors, results, show_result, target_samples, with_notice)
 
 DECISIONS = {
     "accept": "Accept the suggestion (relabel)",
@@ -22,6 +22,14 @@ def _label_fields(dataset):
     from curate_loop.runs.pool import label_fields
 
     return label_fields(dataset)
+
+
+def _scan_embeddings_key(dataset, label_field):
+    """The embeddings the last mislabel scan of ``label_field`` used (its suggestions come from them), or None."""
+    from curate_loop.runs.mislabels import run_key
+
+    key = run_key(label_field)
+    return dataset.get_run_info(key).config.embeddings_key if key in dataset.list_runs() else None
 
 
 class FindMislabels(DelegableOperator):
@@ -49,21 +57,23 @@ class FindMislabels(DelegableOperator):
                  description="Object embeddings of these boxes (Detections) or image embeddings (Classification)")
         return form(inputs, "Find mislabels")
 
+    @reports_errors
     def execute(self, ctx):
         from curate_loop.runs.mislabels import find_mislabels
 
-        summary = find_mislabels(ctx.target_view(), ctx.params["label_field"], ctx.params["key"],
-                                 progress=progress(ctx))
+        key = ctx.params["key"]
+        summary = find_mislabels(target_samples(ctx), ctx.params["label_field"], key, progress=progress(ctx))
         show_result(ctx, summary.view_name if summary.suspects else None)
         pairs = ", ".join(f"{r['given']}->{r['true']} {r['rate']:.0%}" for r in summary.noise_rates[:5]) or "none"
-        return {"scored": summary.scored, "suspects": summary.suspects, "still_rejected": summary.still_rejected,
-                "noise": pairs, "view": summary.view_name}
+        return with_notice({"scored": summary.scored, "suspects": summary.suspects,
+                            "still_rejected": summary.still_rejected, "noise": pairs, "view": summary.view_name},
+                           ctx.dataset, key)
 
     def resolve_output(self, ctx):
-        return results("Mislabels found", [("scored", int, "Labels scored"), ("suspects", int, "Suspects to review"),
-                                           ("still_rejected", int, "Rejected before, unchanged (not raised again)"),
-                                           ("noise", str, "Estimated noise (given -> likely true class)"),
-                                           ("view", str, "Saved view")])
+        return results(ctx, "Mislabels found", [
+            ("scored", int, "Labels scored"), ("suspects", int, "Suspects to review"),
+            ("still_rejected", int, "Rejected before, unchanged (not raised again)"),
+            ("noise", str, "Estimated noise (given -> likely true class)"), ("view", str, "Saved view")])
 
 
 class ReviewMislabels(foo.Operator):
@@ -84,12 +94,18 @@ class ReviewMislabels(foo.Operator):
         dropdown(inputs, "label_field", fields, "Label field", default=default if default in fields else None)
         radio(inputs, "decision", DECISIONS, "Decision", default="accept")
         if ctx.params.get("decision") == "reannotate":
-            inputs.str("batch", default="reannotate", label="Batch name (for the Label Studio push)")
+            from curate_loop.loop.runner import reannotate_batch_name
+
+            inputs.str("batch", default=reannotate_batch_name(ctx.dataset),
+                       label="Batch name (for the Label Studio push)",
+                       description="The loop's re-annotation batch (mislabels.reannotate_batch of its manifest), which "
+                                   "'Push pending batches' and `curate-loop run` push")
         count = len(ctx.selected_labels) or len(ctx.selected)
         if not count:
             inputs.view("nothing", types.Warning(label="Select suspects in the grid (or labels in a sample) first."))
         return form(inputs, f"Review {count} selected")
 
+    @reports_errors
     def execute(self, ctx):
         from curate_loop.runs.mislabels import (accept_suggestions, label_ids_of_selection, reject_suspects,
                                                 send_for_reannotation)
@@ -103,11 +119,12 @@ class ReviewMislabels(foo.Operator):
         elif decision == "reject":
             count = reject_suspects(ctx.dataset, field, ids)
         else:
-            count = send_for_reannotation(ctx.dataset, field, ids, ctx.params.get("batch") or "reannotate")
+            count = send_for_reannotation(ctx.dataset, field, ids, ctx.params.get("batch") or None)
         ctx.ops.clear_selected_samples()
-        show_result(ctx)
-        return {"decision": DECISIONS[decision], "count": count}
+        show_result(ctx, keep_view=True)
+        return with_notice({"decision": DECISIONS[decision], "count": count}, ctx.dataset,
+                           _scan_embeddings_key(ctx.dataset, field))
 
     def resolve_output(self, ctx):
-        return results("Reviewed", [("decision", str, "Decision"),
-                                    ("count", int, "Labels (samples, for re-annotation)")])
+        return results(ctx, "Reviewed", [("decision", str, "Decision"),
+                                         ("count", int, "Labels (samples, for re-annotation)")])

@@ -3,7 +3,8 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from .forms import DelegableOperator, cannot_run, complete_embedding_keys, dropdown, form, operator_config, results
+from .forms import (DelegableOperator, cannot_run, complete_embedding_keys, dropdown, form, operator_config,
+                    reports_errors, results, target_samples, with_notice)
 
 
 class SaveSearch(foo.Operator):
@@ -24,19 +25,22 @@ class SaveSearch(foo.Operator):
                    description=f"Leave empty to use the {n_selected} selected sample(s)/object(s) as examples")
         return form(inputs, "Save similarity search")
 
+    @reports_errors
     def execute(self, ctx):
+        from curate_loop.errors import InvalidInputError
         from curate_loop.runs.searches import save_search
 
         text = (ctx.params.get("text") or "").strip() or None
         examples = None if text else (list(ctx.selected) or [label["label_id"] for label in ctx.selected_labels])
         if not text and not examples:
-            raise ValueError("Select example samples (or objects) in the grid, or type a text prompt.")
+            raise InvalidInputError("Select example samples (or objects) in the grid, or type a text prompt.")
         save_search(ctx.dataset, ctx.params["name"], ctx.params["key"], example_ids=examples, text=text)
-        return {"name": ctx.params["name"], "examples": len(examples or []), "text": text or ""}
+        return with_notice({"name": ctx.params["name"], "examples": len(examples or []), "text": text or ""},
+                           ctx.dataset, ctx.params["key"])
 
     def resolve_output(self, ctx):
-        return results("Search saved", [("name", str, "Saved search"), ("examples", int, "Example items"),
-                                        ("text", str, "Text prompt")])
+        return results(ctx, "Search saved", [("name", str, "Saved search"), ("examples", int, "Example items"),
+                                             ("text", str, "Text prompt")])
 
 
 class ApplySearch(DelegableOperator):
@@ -55,16 +59,19 @@ class ApplySearch(DelegableOperator):
         dropdown(inputs, "name", names, "Saved search")
         return form(inputs, "Apply saved search")
 
+    @reports_errors
     def execute(self, ctx):
         from curate_loop.runs.searches import apply_search
 
-        view = ctx.target_view()
+        view = target_samples(ctx)
         field = apply_search(view, ctx.params["name"])
         if not ctx.delegated and ctx.dataset.has_sample_field(field):
             ctx.ops.set_view(view=view.sort_by(field, reverse=True))
         else:
             ctx.trigger("reload_dataset")
-        return {"field": field, "scored": view.exists(field).count() if ctx.dataset.has_sample_field(field) else 0}
+        scored = view.exists(field).count() if ctx.dataset.has_sample_field(field) else 0
+        key = ctx.dataset.get_run_info(ctx.params["name"]).config.embeddings_key  # the search's embeddings
+        return with_notice({"field": field, "scored": scored}, ctx.dataset, key)
 
     def resolve_output(self, ctx):
-        return results("Search applied", [("field", str, "Scores written to"), ("scored", int, "Samples scored")])
+        return results(ctx, "Search applied", [("field", str, "Scores written to"), ("scored", int, "Samples scored")])

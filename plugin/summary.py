@@ -5,7 +5,7 @@ import fiftyone.operators.types as types
 
 from curate_loop.summary import default_label_field, label_fields, summarize
 
-from .forms import dropdown, form, operator_config, results
+from .forms import dropdown, form, operator_config, reports_errors, results, target_samples
 
 
 class DatasetSummary(foo.Operator):
@@ -23,8 +23,9 @@ class DatasetSummary(foo.Operator):
             inputs.view("note", types.Notice(label="This dataset has no Detections or Classification field."))
         return form(inputs, "Summarize this view")
 
+    @reports_errors
     def execute(self, ctx):
-        summary = summarize(ctx.target_view(), ctx.params.get("label_field"))
+        summary = summarize(target_samples(ctx), ctx.params.get("label_field"))
         classes = ", ".join(f"{k}: {v}" for k, v in summary["labels_per_class"].items()) or "none"
         tags = ", ".join(f"{k}: {v}" for k, v in summary["tags"].items()) or "none"
         return {
@@ -35,7 +36,7 @@ class DatasetSummary(foo.Operator):
         }
 
     def resolve_output(self, ctx):
-        return results("curate-loop summary", [("samples", int, "Samples in view"),
-                                               ("labeled_samples", int, "Samples with labels"),
-                                               ("tags", str, "Sample tags"),
-                                               ("labels_per_class", str, "Labels per class")])
+        return results(ctx, "curate-loop summary", [("samples", int, "Samples in view"),
+                                                    ("labeled_samples", int, "Samples with labels"),
+                                                    ("tags", str, "Sample tags"),
+                                                    ("labels_per_class", str, "Labels per class")])
