@@ -98,10 +98,18 @@ def _install_fallback_db() -> None:
 
 
 def connect() -> None:
-    """Connect this process to FiftyOne's database, translating failures into :class:`MongoDBError`."""
+    """Connect this process to FiftyOne's database, translating failures into :class:`MongoDBError`.
+
+    Every curate-loop path to the database comes through here, so this is where FiftyOne's noise is silenced
+    (:func:`curate_loop.quiet.quiet_fiftyone`: the "oldest supported MongoDB" warning the MongoDB we install
+    triggers, and repeats of any warning), once, before the first connection."""
+    from curate_loop.quiet import quiet_fiftyone
+
+    quiet_fiftyone()  # the noise filters attach to loggers, so they work before FiftyOne is imported
     try:
         import fiftyone.core.odm.database as fod
 
+        quiet_fiftyone()  # again: importing FiftyOne added its own handlers, which get the once-filter now
         fod.get_db_conn()
     except Exception as exc:  # FiftyOne raises service, permission and pymongo errors here
         raise MongoDBError(

@@ -29,7 +29,10 @@ def default_label_field(fields: list[str]) -> str | None:
 
 
 def summarize(collection, label_field: str | None = None) -> dict[str, Any]:
-    """Counts for a view or dataset: samples, tags, and labels per class of ``label_field``."""
+    """Counts for a view or dataset: samples, tags, and labels per class of ``label_field``; ``labeled_samples``
+    counts with the one definition of labeled (:func:`curate_loop.runs.pool.is_labeled`), never by tag or split."""
+    from curate_loop.runs.pool import labeled_view
+
     fields = label_fields(collection)
     if label_field is None:
         label_field = default_label_field(fields)
@@ -46,7 +49,7 @@ def summarize(collection, label_field: str | None = None) -> dict[str, Any]:
         path = _label_path(collection, label_field)
         counts = collection.count_values(path)
         summary["labels_per_class"] = {str(k): v for k, v in sorted(counts.items(), key=lambda kv: -kv[1]) if k is not None}
-        summary["labeled_samples"] = collection.exists(label_field).count()
+        summary["labeled_samples"] = labeled_view(collection, label_field).count()
     return summary
 
 

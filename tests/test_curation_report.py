@@ -275,3 +275,17 @@ def test_thumbnail_bytes(tmp_path):
     thumb = thumbnail_bytes(good)
     assert thumb[:2] == b"\xff\xd8" and Image.open(io.BytesIO(thumb)).size == (96, 48)
     assert thumbnail_bytes(bad) is None and thumbnail_bytes(tmp_path / "missing.png") is None
+
+
+def test_header_and_legend_count_the_same_labeled_and_queued_rows_even_when_thinned():
+    n = 20_000
+    labeled, queued, picks = np.zeros(n, bool), np.zeros(n, bool), np.arange(0, 200, 2)
+    labeled[1000:4000], queued[5000:5500] = True, True
+    pool = {"labeled": 3000, "queued": 500, "excluded": 7, "available": n - 3507}
+    page = render_report({"counts": {"n_rows": n, "n_picked": len(picks)}, "batch": {"pool": pool}}, title="t",
+                         map_points=np.random.default_rng(0).normal(size=(n, 2)), map_highlight=picks,
+                         map_labeled=labeled, map_queued=queued, notices=["RANDOM WEIGHTS: <key>"])
+    assert "labeled 3,000 · queued in earlier batches 500 · near-duplicates set aside 7 · pool 16,493" in page
+    assert "labeled (3,000)</span>" in page and "queued (500)</span>" in page  # every row, not only those drawn
+    assert page.count("RANDOM WEIGHTS: &lt;key&gt;") == 1 and 'class="notice"' in page
+    assert "queued (" not in render_report({}, title="t", map_points=np.zeros((3, 2)), map_labeled=[0])

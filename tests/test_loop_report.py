@@ -14,10 +14,10 @@ HISTORY = [
      "mislabel_decisions": {"accepted": 5, "rejected": 1, "reannotate": 1}},
 ]
 SATURATION = {"batches": [{"name": "batch_01", "n_edge": 40, "covered_before": 0.1, "covered_after": 0.5, "gain": 0.4},
-                          {"name": "batch_02", "n_edge": 40, "covered_before": 0.5, "covered_after": 0.6, "gain": 0.1},
-                          {"name": "batch_<3>", "n_edge": 40, "covered_before": 0.6, "covered_after": 0.61,
-                           "gain": 0.01}],
-              "saturated": True}
+                          {"name": "batch_02", "n_edge": 40, "covered_before": 0.5, "covered_after": 0.51,
+                           "gain": 0.01},
+                          {"name": "batch_<3>", "n_edge": 40, "covered_before": 0.51, "covered_after": 0.52,
+                           "gain": 0.01}]}
 
 
 def test_label_changes_sum_batches_and_difference_running_decision_totals():
@@ -33,7 +33,8 @@ def test_page_has_the_curve_the_verdict_totals_and_escapes_names():
     page = render_loop_report(HISTORY, SATURATION, dataset_name="digits & <co>")
     assert page.count("<circle") == 3 and "<polyline" in page
     assert "batch_&lt;3&gt;" in page and "digits &amp; &lt;co&gt;" in page and "<co>" not in page
-    assert "edge cases are saturated" in page
+    assert "Edge cases are saturated: the last 2 batch(es) each added under 2% of the edge region (+1.0%, +1.0%; " \
+        "52.0% covered)" in page
     assert "<th>total</th><th>21</th><th>5</th><th>25</th><th>1</th><th>1</th><th>2</th>" in page
     assert "simulated" in page  # iteration 2 was answered by the simulated annotator, and the page says so
     assert "http" not in page.replace("http-equiv", "")  # self-contained: nothing fetched

@@ -3,7 +3,8 @@
 One module per command group (``embed``, ``search``, ``curate``, ``mislabels``, ``labelstudio`` with push/pull,
 ``loop`` for run/status, ``environment`` for doctor/plugin/example); this module holds the top-level group.
 Errors we raise on purpose (:class:`CurateLoopError`) are caught once, here, and printed as
-``ErrorName: message`` with exit code 1; anything else is a bug and keeps its traceback.
+``ErrorName: message`` with exit code 1; anything else is a bug and keeps its traceback. FiftyOne's noise is
+silenced for every command (:mod:`curate_loop.quiet`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import click
 
 from curate_loop.errors import CurateLoopError
+from curate_loop.quiet import quiet_fiftyone
 
 from . import curate, embed, environment, labelstudio, loop, mislabels, search
 
@@ -31,6 +33,7 @@ class _CurateLoopGroup(click.Group):
 def cli(verbose: bool) -> None:
     """curate-loop: embedding-based data curation for FiftyOne, synced with Label Studio."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    quiet_fiftyone()
 
 
 for _command in (environment.doctor, environment.plugin, environment.example, labelstudio.labelstudio,

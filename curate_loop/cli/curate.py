@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .notices import echo_embedding_notice, echo_notices
 from .options import ProgressBar, min_cluster_size_option, open_view, tag_option
 
 
@@ -37,6 +38,10 @@ def curate_select(dataset_name, batch_name, k, key, strategy, label_field, class
                                overwrite=overwrite, progress=bar)
     click.echo(f"Batch {summary.name!r}: {summary.picked} of {summary.pool_size} pool samples "
                f"({summary.strategy}); saved view {summary.view_name!r}.")
+    echo_notices([summary.notice])
+    pool = summary.pool
+    click.echo(f"  labeled {pool['labeled']}, queued in earlier batches {pool['queued']}, near-duplicates set aside "
+               f"{pool['excluded']}")
     click.echo(f"  clusters reached {summary.clusters_reached}/{summary.clusters}, sparse {summary.sparse_reached}/"
                f"{summary.sparse_clusters}; near-duplicates skipped {summary.near_duplicates_skipped}")
     for metric, row in summary.coverage.items():
@@ -61,11 +66,12 @@ def curate_edges(dataset_name, key, min_cluster_size, tags):
     """Score edge cases (rare, outlying samples or objects); saved view edge_cases, highest first."""
     from curate_loop.runs.edges import score_edge_cases
 
+    view = open_view(dataset_name, tags)
     with ProgressBar("edge cases") as bar:
-        summary = score_edge_cases(open_view(dataset_name, tags), key, min_cluster_size=min_cluster_size,
-                                   progress=bar)
+        summary = score_edge_cases(view, key, min_cluster_size=min_cluster_size, progress=bar)
     click.echo(f"Scored {summary.scored} {summary.level}s: {summary.sparse_clusters} sparse of {summary.clusters} "
                f"clusters, {summary.noise} outliers; saved view {summary.view_name!r}.")
+    echo_embedding_notice(view, key)
 
 
 @curate.command("duplicates")
@@ -78,10 +84,12 @@ def curate_duplicates(dataset_name, key, threshold, tags):
     """Group near-duplicates and mark one to keep per group (batches skip the rest)."""
     from curate_loop.runs.duplicates import find_duplicates
 
+    view = open_view(dataset_name, tags)
     with ProgressBar("near-duplicates") as bar:
-        summary = find_duplicates(open_view(dataset_name, tags), key, threshold=threshold, progress=bar)
+        summary = find_duplicates(view, key, threshold=threshold, progress=bar)
     click.echo(f"{summary.groups} near-duplicate groups ({summary.in_groups} samples, {summary.redundant} redundant); "
                f"saved view {summary.view_name!r}.")
+    echo_embedding_notice(view, key)
 
 
 @curate.command("subset")
@@ -105,7 +113,7 @@ def curate_subset(dataset_name, name, k, label_field, seed, overwrite, tags):
 @curate.command("list")
 @click.argument("dataset_name")
 def curate_list(dataset_name):
-    """Batches so far and how much each added to edge-case coverage."""
+    """Batches so far, how much each added to edge-case coverage, and the saturation verdict on those numbers."""
     from curate_loop.runs.curation import saturation_history
 
     history = saturation_history(open_view(dataset_name))
@@ -115,8 +123,8 @@ def curate_list(dataset_name):
     for row in history["batches"]:
         click.echo(f"{row['name']}: edge cases covered {row['covered_before']:.0%} -> {row['covered_after']:.0%} "
                    f"(+{row['gain']:.1%})")
-    if history["saturated"]:
-        click.echo("Edge cases are saturated: recent batches add little coverage of the sparse region.")
+    click.echo(history["verdict"])
+    echo_notices(history["notices"])
 
 
 @curate.command("delete")

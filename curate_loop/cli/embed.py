@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .notices import echo_embedding_notice
 from .options import ProgressBar, open_view, tag_option
 
 
@@ -37,6 +38,7 @@ def embed_compute(dataset_name, key, models, patches_field, margin, batch_size, 
                f"{len(summary.failed)} failed; {summary.total_vectors} vectors of {summary.dim} dims.")
     for item_id, reason in list(summary.failed.items())[:5]:
         click.echo(f"  failed {item_id}: {reason}")
+    echo_embedding_notice(view, key)
     _index_and_map(view, key, index, draw_map)
 
 
@@ -87,7 +89,8 @@ def embed_list(dataset_name):
     if not rows:
         click.echo("No embeddings yet: `curate-loop embed compute DATASET`.")
     for row in rows:
-        what = ", ".join(f"{m['name']}@{m['pretrained'] or 'random'}" for m in row["models"] or []) or row["source"]
+        what = ", ".join(m["name"] if m["name"] == "classical" else f"{m['name']}@{m['pretrained'] or 'random'}"
+                         for m in row["models"] or []) or row["source"]
         on = row["patches_field"] or "images"
         click.echo(f"{row['key']:<16} {row['status']:<9} {row['vectors']:>8} x {row['dim']:<5} {on:<14} {what} "
                    f"({row['failures']} failed)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .notices import echo_embedding_notice
 from .options import ProgressBar, open_view, tag_option
 
 _field_option = click.option("--label-field", default="ground_truth", show_default=True,
@@ -24,10 +25,12 @@ def mislabels_find(dataset_name, label_field, key, tags):
     """Score every label, suggest a class, raise suspects (saved view mislabel_suspects)."""
     from curate_loop.runs.mislabels import find_mislabels
 
+    view = open_view(dataset_name, tags)
     with ProgressBar("mislabels") as bar:
-        summary = find_mislabels(open_view(dataset_name, tags), label_field, key, progress=bar)
+        summary = find_mislabels(view, label_field, key, progress=bar)
     click.echo(f"Scored {summary.scored} labels of {label_field!r}: {summary.suspects} suspects "
                f"({summary.still_rejected} rejected before and unchanged); saved view {summary.view_name!r}.")
+    echo_embedding_notice(view, key)
     if summary.without_vectors:
         click.echo(f"  {summary.without_vectors} labels have no {key!r} vector: compute embeddings to score them.")
     for row in summary.noise_rates[:5]:
@@ -43,12 +46,13 @@ def mislabels_list(dataset_name, label_field, limit):
     from curate_loop.runs.mislabels import noise_report, top_suspects
 
     dataset = open_view(dataset_name)
-    noise_report(dataset, label_field)  # a clear error when there is no run yet
+    report = noise_report(dataset, label_field)  # a clear error when there is no run yet
     rows = top_suspects(dataset, label_field, limit)
     for row in rows:
         click.echo(f"{row['label_id']}  {row['score']:.3f}  {row['given']} -> {row['suggested']}")
     if not rows:
         click.echo("No open suspects.")
+    echo_embedding_notice(dataset, report.get("embeddings_key"))  # after the rows: scripts read the first column
 
 
 def _review(dataset_name, label_field, label_ids, action, **kwargs):

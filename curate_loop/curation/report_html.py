@@ -42,7 +42,7 @@ METRIC_INFO = {
 
 CSS = """
 :root { --ink: #1f2933; --muted: #616e7c; --line: #e4e7eb; --soft: #f5f7fa; --pick: #e8590c; --labeled: #1c7ed6;
-        --rest: #9aa5b1; --good: #2b8a3e; }
+        --rest: #9aa5b1; --good: #2b8a3e; --queued: #7048e8; }
 * { box-sizing: border-box; }
 body { margin: 0; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
        color: var(--ink); background: #fff; }
@@ -66,6 +66,8 @@ figcaption { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 svg.map { width: 100%; height: auto; border: 1px solid var(--line); border-radius: 6px; background: #fff; }
 svg.map .rest { fill: var(--rest); fill-opacity: .45; }
 svg.map .labeled { fill: var(--labeled); fill-opacity: .85; }
+svg.map .queued { fill: var(--queued); fill-opacity: .85; }
+.notice { padding: 8px 12px; border-radius: 6px; background: #fff4e6; border: 1px solid var(--pick); }
 svg.map .pick { fill: var(--pick); stroke: #fff; stroke-width: .8; }
 .legend span { display: inline-block; margin-right: 18px; }
 .legend i { display: inline-block; width: 10px; height: 10px; border-radius: 50%; margin-right: 6px; }
@@ -73,22 +75,25 @@ svg.map .pick { fill: var(--pick); stroke: #fff; stroke-width: .8; }
 
 
 def render_report(metrics: dict, *, title: str, thumbnails: dict[str, list[tuple[str, bytes]]] | None = None,
-                  map_points=None, map_highlight=None, map_labeled=None) -> str:
+                  map_points=None, map_highlight=None, map_labeled=None, map_queued=None, notices=()) -> str:
     """One self-contained HTML document presenting ``metrics`` (from ``selection_metrics``).
 
     thumbnails: section key -> (caption, JPEG/PNG/GIF/WebP bytes) pairs. A key ``"cluster <id>"`` (or one starting
         so, e.g. ``"cluster 3 (sparsest)"``) of a sparsest or densest cluster appears with that cluster; any other
         key gets its own group under "More samples".
     map_points: (n, 2) coordinates of a 2-D projection, drawn as an SVG scatter plot.
-    map_highlight, map_labeled: rows of ``map_points`` (indices or an (n,) bool mask) in the batch / labeled; above
-        ``MAP_MAX_POINTS`` points the others are thinned evenly, every batch point is kept.
+    map_highlight, map_labeled, map_queued: rows of ``map_points`` (indices or an (n,) bool mask) in the batch /
+        labeled / queued in an earlier batch; above ``MAP_MAX_POINTS`` points the others are thinned evenly, every
+        batch point is kept. The legend counts every row of each, so it agrees with the header's counts.
+    notices: lines shown at the top, each in its own box (e.g. that the embeddings used random weights).
     """
     extremes = set(metrics.get("sparsest_clusters", []) + metrics.get("densest_clusters", []))
     by_cluster, others = _split_thumbnails(thumbnails or {}, extremes)
-    parts = [_header(metrics, title), _headline(metrics.get("summary", {})), _classes(metrics.get("classes")),
+    parts = [_header(metrics, title), *(_notice(text) for text in notices), _headline(metrics.get("summary", {})),
+             _classes(metrics.get("classes")),
              _cluster_table(metrics), _extremes(metrics, by_cluster), _more_samples(others)]
     if map_points is not None:
-        parts.append(_map(map_points, map_highlight, map_labeled))
+        parts.append(_map(map_points, map_highlight, map_labeled, map_queued))
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
             f"<title>{_e(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n"
@@ -131,19 +136,33 @@ def thumbnail_bytes(path, size: int = THUMBNAIL_SIZE) -> bytes | None:
 
 # -- sections ------------------------------------------------------------------------------------------------------
 def _header(metrics: dict, title: str) -> str:
+    """Title and counts. With the batch's pool counts (``metrics["batch"]["pool"]``: labeled, queued, excluded,
+    available) those are shown, each on its own; without them, the rows the metrics counted as covered."""
     c = metrics.get("counts", {})
+    pool = (metrics.get("batch") or {}).get("pool") or {}
     delta = metrics.get("delta", {})
     delta_how = ("given" if delta.get("given") else
                  f"median distance to the {delta.get('neighbors')}th nearest neighbour among "
                  f"{delta.get('sample_size', 0):,} pool samples")
+    if pool:
+        state = (f"labeled {pool['labeled']:,} · queued in earlier batches {pool['queued']:,} · near-duplicates set "
+                 f"aside {pool['excluded']:,} · pool {pool['available']:,}")
+        covered = "labeled, queued and set-aside samples"
+    else:
+        state = f"pool {c.get('n_pool', 0):,} · covered already {c.get('n_labeled', 0):,}"
+        covered = "samples covered already"
     return (f"<h1>{_e(title)}</h1>\n"
-            f"<p class=\"meta\">{c.get('n_rows', 0):,} samples · pool {c.get('n_pool', 0):,} · labeled "
-            f"{c.get('n_labeled', 0):,} · batch {c.get('n_picked', 0):,} · {c.get('n_clusters', 0):,} natural "
-            f"clusters ({_e(c.get('clustering_method', '?'))}) · {c.get('n_noise', 0):,} outliers</p>\n"
+            f"<p class=\"meta\">{c.get('n_rows', 0):,} samples · {state} · batch {c.get('n_picked', 0):,} · "
+            f"{c.get('n_clusters', 0):,} natural clusters ({_e(c.get('clustering_method', '?'))}) · "
+            f"{c.get('n_noise', 0):,} outliers</p>\n"
             f"<p class=\"meta\">Random baseline: {c.get('n_random', 0)} random batches of {c.get('n_picked', 0):,} "
-            f"from the pool (seeds from {c.get('seed', 0)}), labeled samples counted as covered in both. Distances "
-            f"are cosine, measured from {c.get('distance_rows', 0):,} samples; δ = {delta.get('value', 0):.3f} "
-            f"({_e(delta_how)}).</p>")
+            f"from the pool (seeds from {c.get('seed', 0)}), {covered} counted as covered in both (the tables' "
+            f"\"covered\" column). Distances are cosine, measured from {c.get('distance_rows', 0):,} samples; "
+            f"δ = {delta.get('value', 0):.3f} ({_e(delta_how)}).</p>")
+
+
+def _notice(text: str) -> str:
+    return f"<p class=\"notice\">{_e(text)}</p>"
 
 
 def _headline(summary: dict) -> str:
@@ -170,7 +189,7 @@ def _classes(classes: dict | None) -> str:
             f"<td>{r['expected_random']:.1f}</td></tr>" for r in classes["table"]]
     return (f"<h2>Classes</h2>\n<p class=\"note\">{classes['n_classes']} classes; {classes['unknown_rows']:,} samples "
             f"without a class, {classes['unknown_in_batch']:,} of them in the batch.</p>\n"
-            "<table>\n<thead><tr><th>Class</th><th>Samples</th><th>Labeled</th><th>Picked</th>"
+            "<table>\n<thead><tr><th>Class</th><th>Samples</th><th>Covered</th><th>Picked</th>"
             "<th>Random would pick</th></tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>")
 
 
@@ -186,10 +205,10 @@ def _cluster_table(metrics: dict) -> str:
                     f"<td>{noise['expected_random']:.1f}</td></tr>")
     edge = metrics.get("edge_cases") or {}
     note = (f"<p class=\"note\">Edge cases in the batch: {edge.get('count', 0):,} ({edge.get('noise', 0):,} outliers, "
-            f"{edge.get('in_sparse_clusters', 0):,} in sparse clusters). Red: clusters with no labeled or picked "
-            "sample.</p>\n")
+            f"{edge.get('in_sparse_clusters', 0):,} in sparse clusters). Covered: labeled, queued or set aside "
+            "already. Red: clusters with no covered or picked sample.</p>\n")
     return ("<h2>Natural clusters</h2>\n" + note + "<table>\n<thead><tr><th>Cluster</th><th>Size</th><th>Kind</th>"
-            "<th>Density</th><th>Labeled</th><th>Picked</th><th>Random would pick</th></tr></thead>\n<tbody>\n"
+            "<th>Density</th><th>Covered</th><th>Picked</th><th>Random would pick</th></tr></thead>\n<tbody>\n"
             + "\n".join(rows) + "\n</tbody>\n</table>")
 
 
@@ -205,7 +224,7 @@ def _extremes(metrics: dict, thumbnails: dict[int, list]) -> str:
         for c in ids:
             r = by_id[c]
             parts.append(f"<h3>Cluster {c} · {r['size']:,} samples · {_e(r['kind'])} · density "
-                         f"{r['density']:.3f} · {r['labeled']:,} labeled · {r['picked']:,} picked</h3>")
+                         f"{r['density']:.3f} · {r['labeled']:,} covered · {r['picked']:,} picked</h3>")
             parts.append(_cards(thumbnails.get(c, [])))
     return "\n".join(parts)
 
@@ -226,8 +245,9 @@ def _cards(items: list[tuple[str, bytes]]) -> str:
     return "<div class=\"cards\">" + "".join(figures) + "</div>"
 
 
-def _map(points, highlight, labeled) -> str:
-    """The 2-D projection as an SVG scatter plot: the rest grey, labeled blue, the batch orange on top."""
+def _map(points, highlight, labeled, queued=None) -> str:
+    """The 2-D projection as an SVG scatter plot: the rest grey, labeled blue, queued violet, the batch orange on
+    top. The legend counts every row of each, shown or thinned out."""
     xy = np.asarray(points, dtype=float)
     if xy.ndim != 2 or xy.shape[1] != 2 or not np.isfinite(xy).all():
         raise InvalidInputError(f"map_points must be finite (n, 2) coordinates, got shape {xy.shape}; pass a 2-D "
@@ -235,18 +255,22 @@ def _map(points, highlight, labeled) -> str:
     n = len(xy)
     picks = _map_rows(highlight, n, "map_highlight")
     done = _map_rows(labeled, n, "map_labeled") & ~picks
+    waiting = _map_rows(queued, n, "map_queued") & ~picks & ~done
     keep = _thinned(picks, MAP_MAX_POINTS)
     sx, sy = _to_canvas(xy)
     layers = []
-    for css, rows, radius in (("rest", keep & ~picks & ~done, 1.6), ("labeled", keep & done, 2.6),
-                              ("pick", picks, 3.6)):
+    for css, rows, radius in (("rest", keep & ~picks & ~done & ~waiting, 1.6), ("labeled", keep & done, 2.6),
+                              ("queued", keep & waiting, 2.6), ("pick", picks, 3.6)):
         layers += [f"<circle class=\"{css}\" cx=\"{sx[i]:.1f}\" cy=\"{sy[i]:.1f}\" r=\"{radius}\"/>"
                    for i in np.flatnonzero(rows)]
     shown = int(keep.sum())
     note = f" ({shown:,} of {n:,} points shown; every batch point is)" if shown < n else ""
+    queued_legend = (f"<span><i style=\"background:var(--queued)\"></i>queued ({int(waiting.sum()):,})</span>"
+                     if waiting.any() else "")
     return (f"<h2>Map</h2>\n<p class=\"legend\"><span><i style=\"background:var(--pick)\"></i>batch "
             f"({int(picks.sum()):,})</span><span><i style=\"background:var(--labeled)\"></i>labeled "
-            f"({int(done.sum()):,})</span><span><i style=\"background:var(--rest)\"></i>other samples</span>"
+            f"({int(done.sum()):,})</span>{queued_legend}"
+            "<span><i style=\"background:var(--rest)\"></i>other samples</span>"
             f"<span class=\"muted\">{_e(note)}</span></p>\n"
             f"<svg class=\"map\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {MAP_WIDTH} {MAP_HEIGHT}\" "
             f"role=\"img\" aria-label=\"2-D map of the samples\">\n" + "\n".join(layers) + "\n</svg>")

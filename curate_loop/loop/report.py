@@ -4,6 +4,10 @@ page out (no FiftyOne here).
 It answers the two questions a team asks after each iteration: *is labeling still paying?* (the edge-case
 saturation curve: how much of the sparse region the labeled set covers, batch after batch) and *what did the
 annotators change?* (labels corrected, boxes added and removed, mislabel suspects confirmed and rejected).
+
+The verdict under the curve is computed from the curve's own rows (:func:`curate_loop.curation.saturation.
+saturation_verdict`, the function `curate list` and the App's panel use), never taken from elsewhere, so the page
+cannot show full coverage and conclude "keep curating".
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 from html import escape
 
 from curate_loop.curation.report_html import CSS
+from curate_loop.curation.saturation import saturation_verdict
 
 CHART_WIDTH, CHART_HEIGHT, CHART_PAD = 720, 260, 40
 
@@ -22,6 +27,7 @@ svg.chart .after { fill: none; stroke: var(--pick); stroke-width: 2.5; }
 svg.chart .gain { fill: var(--labeled); fill-opacity: .35; }
 svg.chart text { font-size: 11px; fill: var(--muted); }
 .verdict { padding: 8px 12px; border-radius: 6px; background: var(--soft); display: inline-block; }
+.notice { padding: 8px 12px; border-radius: 6px; background: #fff4e6; border: 1px solid var(--pick); }
 """
 
 CHANGE_COLUMNS = (("applied", "tasks applied"), ("labels_updated", "labels corrected"),
@@ -49,9 +55,11 @@ def label_changes(iterations: list[dict]) -> list[dict]:
 
 def render_loop_report(iterations: list[dict], saturation: dict, *, dataset_name: str) -> str:
     """The page for ``iterations`` (the loop history, oldest first) and ``saturation`` (from
-    ``runs.curation.saturation_history``: ``{"batches": [{name, covered_before, covered_after, gain}], "saturated"}``)."""
+    ``runs.curation.saturation_history``: ``{"batches": [{name, n_edge, covered_before, covered_after, gain}],
+    "notices": [line, ...]}``; the verdict is recomputed from ``batches``)."""
     changes = label_changes(iterations)
     parts = [f"<h1>Curation loop: {_e(dataset_name)}</h1>",
+             *(f"<p class=\"notice\">{_e(text)}</p>" for text in saturation.get("notices", [])),
              f"<p class=\"meta\">{len(iterations)} iteration(s); "
              f"{sum(r['selected'] for r in changes)} samples selected, {sum(r['pushed'] for r in changes)} tasks pushed, "
              f"{sum(r['applied'] for r in changes)} annotated tasks pulled back.</p>",
@@ -66,9 +74,7 @@ def _saturation_section(saturation: dict) -> str:
     rows = saturation.get("batches", [])
     if not rows:
         return "<h2>Edge-case saturation</h2><p class=\"note\">No batch selected yet.</p>"
-    verdict = ("The last batches added little new edge-case coverage: edge cases are saturated; spend the next "
-               "budget on the dense regions or on label quality." if saturation.get("saturated") else
-               "Batches still add edge-case coverage: keep curating.")
+    verdict = _e(saturation_verdict(rows).message)
     table = "".join(f"<tr><td>{_e(r['name'])}</td><td>{r['n_edge']}</td><td>{r['covered_before']:.1%}</td>"
                     f"<td>{r['covered_after']:.1%}</td><td>{r['gain']:+.1%}</td></tr>" for r in rows)
     return ("<h2>Edge-case saturation</h2>"

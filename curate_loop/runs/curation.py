@@ -21,7 +21,7 @@ from curate_loop.curation.strategies import (DEFAULT_NEAR_DUP_THRESHOLD, REASON_
                                              select_cluster_balanced, select_kcenter, select_random,
                                              select_typicality)
 from curate_loop.errors import InvalidInputError
-from curate_loop.runs.embeddings import Progress, embedding_config, load_embeddings
+from curate_loop.runs.embeddings import Progress, embedding_config, load_embeddings, random_weights_notice
 from curate_loop.runs.pool import BATCH_FIELD, REASON_FIELD, class_of_each, pool_state, resolve_label_field
 
 METHOD = "curate_loop.batch"
@@ -50,6 +50,9 @@ class BatchSummary:
     report_path: str | None = None
     seconds: float = 0.0
     sample_ids: list[str] = field(default_factory=list, repr=False)
+    # the pool it was picked from, in disjoint counts (``PoolState.counts``): labeled, queued, excluded, available
+    pool: dict = field(default_factory=dict)
+    notice: str | None = None  # random_weights_notice of the embeddings it was picked with
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -115,14 +118,14 @@ def select_batch(samples, name: str, k: int, embeddings_key: str = "clip", *, st
         sparse_clusters=int(sparse.sum()), sparse_reached=int((reached & sparse).sum()),
         near_duplicates_skipped=skipped, without_vectors=without_vectors, saturation=saturation,
         coverage=metrics.get("summary", {}), view_name=batch_view_name(name),
-        sample_ids=ids[picks].tolist(),
+        sample_ids=ids[picks].tolist(), pool=state.counts(), notice=random_weights_notice(dataset, embeddings_key),
     )
     html = None
     if report:
         step(0.8, "rendering the report")
         from curate_loop.runs.report import render_batch_report
 
-        html = render_batch_report(samples, summary, metrics, ids=ids, picks=picks, covered=state.covered,
+        html = render_batch_report(samples, summary, metrics, ids=ids, picks=picks, state=state,
                                    clusters=clusters, embeddings_key=embeddings_key, vectors=vectors, seed=seed)
 
     step(0.9, "writing the batch")
@@ -162,7 +165,10 @@ def _saturation(vectors, clusters, covered, picks, seed) -> dict:
     from curate_loop.curation.edges import edge_neighborhoods
 
     neighborhoods = edge_neighborhoods(vectors, seed=seed)
-    edge_mask = (clusters.labels < 0) | (clusters.kinds[np.maximum(clusters.labels, 0)] == "sparse")
+    member = clusters.labels >= 0
+    edge_mask = ~member  # outliers; with no cluster at all (every row noise), that is every row
+    if clusters.n_clusters:
+        edge_mask |= member & (clusters.kinds[np.maximum(clusters.labels, 0)] == "sparse")
     edge_mask |= neighborhoods.edge_region()
     return neighborhoods.saturation(edge_mask, np.flatnonzero(covered), picks).to_dict()
 
@@ -222,13 +228,16 @@ def list_batches(dataset) -> list[dict]:
 
 def saturation_history(dataset, *, min_gain: float | None = None) -> dict:
     """Edge-case coverage across batches: per batch the covered share of the edge region before and after it and
-    its gain, and whether the last batches stopped paying (gains under ``min_gain``)."""
-    from curate_loop.curation.edges import saturated
+    its gain (the curve), the verdict computed from those rows (:func:`curate_loop.curation.saturation.
+    saturation_verdict`: ``saturated`` and its one-line ``verdict``), and the random-weights notices of the
+    embeddings behind the batches and mislabel scans (``notices``)."""
+    from curate_loop.curation.saturation import saturation_verdict
+    from curate_loop.runs.notices import recorded_result_notices
 
     rows = [{"name": b["name"], **b["saturation"]} for b in list_batches(dataset)]
-    gains = [row["gain"] for row in rows]
-    kwargs = {} if min_gain is None else {"min_gain": min_gain}
-    return {"batches": rows, "saturated": bool(gains) and saturated(gains, **kwargs)}
+    verdict = saturation_verdict(rows, **({} if min_gain is None else {"min_gain": min_gain}))
+    return {"batches": rows, "saturated": verdict.saturated, "verdict": verdict.message,
+            "notices": recorded_result_notices(dataset)}
 
 
 def delete_batch(dataset, name: str) -> int:

@@ -2,6 +2,11 @@
 
 Read with bulk ``values`` calls and aligned to the rows of an embeddings run, so the array-level algorithms
 get plain boolean masks.
+
+*Labeled* has one definition, here (:func:`is_labeled`, :func:`labeled_expression`): the sample's label field
+holds a label document. Not its file name, its ``split`` field or its tags: a pool sample (``pool_*.jpg``,
+tagged ``pool``) whose batch came back from Label Studio is labeled, and an empty ``Detections`` (an annotator
+found nothing) is labeled too. Reports, summaries and the loop count with these, so their numbers agree.
 """
 
 from __future__ import annotations
@@ -37,6 +42,34 @@ class PoolState:
     def available(self) -> np.ndarray:
         return ~self.covered & ~self.excluded
 
+    def counts(self) -> dict[str, int]:
+        """Disjoint counts a report shows: labeled, queued (not labeled), set aside (neither), available."""
+        queued = self.queued & ~self.labeled
+        return {"labeled": int(self.labeled.sum()), "queued": int(queued.sum()),
+                "excluded": int((self.excluded & ~self.covered).sum()), "available": int(self.available.sum())}
+
+
+def is_labeled(label) -> bool:
+    """Whether one value of a label field makes its sample labeled: any label document; None is unlabeled."""
+    return label is not None
+
+
+def labeled_expression(label_field: str):
+    """The same test as :func:`is_labeled`, as a FiftyOne filter: ``samples.match(labeled_expression(field))``."""
+    from fiftyone import ViewField as F
+
+    return F(label_field).exists()
+
+
+def labeled_view(samples, label_field: str):
+    """The labeled samples of ``samples`` (see :func:`is_labeled`)."""
+    return samples.match(labeled_expression(label_field))
+
+
+def unlabeled_view(samples, label_field: str):
+    """The samples of ``samples`` that are not labeled (see :func:`is_labeled`)."""
+    return samples.match(~labeled_expression(label_field))
+
 
 def resolve_label_field(samples, label_field: str | None) -> str | None:
     """``label_field`` checked against the schema; default ``ground_truth`` when the dataset has it."""
@@ -70,7 +103,7 @@ def pool_state(samples, ids: np.ndarray, label_field: str | None, *, redo_batch:
 
     return PoolState(
         ids=ids,
-        labeled=mask(label_field, lambda v: v is not None) if label_field else np.zeros(len(ids), dtype=bool),
+        labeled=mask(label_field, is_labeled) if label_field else np.zeros(len(ids), dtype=bool),
         queued=mask(BATCH_FIELD, lambda v: v is not None and v != redo_batch),
         excluded=mask(DUP_KEEP_FIELD, lambda v: v is False),
         label_field=label_field,

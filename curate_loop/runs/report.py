@@ -1,5 +1,8 @@
 """The curation report of a batch: the metrics, thumbnails of the sparsest and densest clusters, and the 2-D map
-with the batch highlighted, in one self-contained HTML file under ``<curate-loop home>/reports/<dataset id>/``."""
+with the batch highlighted, in one self-contained HTML file under ``<curate-loop home>/reports/<dataset id>/``.
+
+Its counts and its map legend come from the same :class:`curate_loop.runs.pool.PoolState` (one definition of
+labeled), and it carries the random-weights notice of its embeddings when there is one."""
 
 from __future__ import annotations
 
@@ -19,8 +22,9 @@ def report_path(dataset, name: str) -> Path:
     return curate_loop_home() / "reports" / f"{slug}-{dataset._doc.id}" / f"{name}.html"
 
 
-def render_batch_report(samples, summary, metrics: dict, *, ids: np.ndarray, picks: np.ndarray, covered: np.ndarray,
+def render_batch_report(samples, summary, metrics: dict, *, ids: np.ndarray, picks: np.ndarray, state,
                         clusters, embeddings_key: str, vectors: np.ndarray, seed: int = 0) -> str:
+    """The page of batch ``summary``; ``state``: the :class:`PoolState` it was picked from (rows of ``ids``)."""
     from curate_loop.curation.report_html import render_report
 
     filepaths = _filepaths(samples, ids)
@@ -36,8 +40,10 @@ def render_batch_report(samples, summary, metrics: dict, *, ids: np.ndarray, pic
     highlight = np.zeros(len(ids), dtype=bool)
     highlight[picks] = True
     title = f"Curation report: batch {summary.name!r} of {samples._dataset.name!r}"
-    return render_report({**metrics, "batch": summary.to_dict()}, title=title, thumbnails=thumbnails,
-                         map_points=points, map_highlight=highlight, map_labeled=covered)
+    return render_report({**metrics, "batch": {**summary.to_dict(), "pool": state.counts()}}, title=title,
+                         thumbnails=thumbnails, map_points=points, map_highlight=highlight, map_labeled=state.labeled,
+                         map_queued=state.queued & ~state.labeled,
+                         notices=[summary.notice] if summary.notice else [])
 
 
 def _filepaths(samples, ids: np.ndarray) -> np.ndarray:
