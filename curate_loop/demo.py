@@ -70,8 +70,8 @@ def demo(keep_running: bool | None, labelstudio_data_dir: Path | None, app_port:
             _step("Building the example dataset: real scikit-learn digits composited on scikit-image photos")
             dataset = build_example_dataset(media_dir, name=DEMO_DATASET, overwrite=True)
         summary = summarize(dataset)
-        click.echo(f"    {summary['samples']} samples ({summary['tags'].get('labeled', 0)} labeled, "
-                   f"{summary['tags'].get('pool', 0)} in the unlabeled pool); "
+        click.echo(f"    {summary['samples']} samples ({summary['labeled_samples']} labeled, "
+                   f"{summary['samples'] - summary['labeled_samples']} in the unlabeled pool); "
                    f"ground_truth objects per class: {summary['labels_per_class']}")
         click.echo(f"    edge cases planted: {dataset.match({'example_kind': 'outlier'}).count()} outliers, "
                    f"{len(set(dataset.exists('near_dup_group').values('near_dup_group')))} near-duplicate groups")
@@ -102,8 +102,11 @@ def demo(keep_running: bool | None, labelstudio_data_dir: Path | None, app_port:
         session = None
         if keep_running:  # headless (CI) the demo stops right away: an App nobody can open is only noise
             _step("Launching the FiftyOne App")
-            session = fo.launch_app(dataset, remote=True, port=app_port or free_port(), address="127.0.0.1",
-                                    auto=False)
+            from curate_loop.quiet import app_launch_messages_silenced
+
+            with app_launch_messages_silenced():  # the URL is printed below, once
+                session = fo.launch_app(dataset, remote=True, port=app_port or free_port(), address="127.0.0.1",
+                                        auto=False)
         click.echo("")
         click.secho("The demo is ready:", fg="green", bold=True)
         if session is not None:

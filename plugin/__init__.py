@@ -5,6 +5,8 @@ results, showing the result) is in ``forms``. FiftyOne loads this file under its
 imported relatively and the core only through ``curate_loop``.
 """
 
+from curate_loop.quiet import quiet_fiftyone
+
 from .curation import FindNearDuplicates, ScoreEdgeCases, SelectBatch
 from .embeddings import BuildIndexAndMap, ComputeEmbeddings
 from .labelstudio import PullFromLabelStudio, PushToLabelStudio
@@ -17,6 +19,7 @@ OPERATORS = (DatasetSummary, ComputeEmbeddings, BuildIndexAndMap, SaveSearch, Ap
              ScoreEdgeCases, FindNearDuplicates, FindMislabels, ReviewMislabels)
 OPERATORS += (PushToLabelStudio, PullFromLabelStudio, RunLoopIteration)
 PANELS = (CurationLoopPanel,)
+quiet_fiftyone()  # the App server process loads this module: its removed-App-config warnings go too
 
 
 def register(p):

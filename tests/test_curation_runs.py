@@ -207,3 +207,20 @@ def test_cli_and_operators_curate(curated):
     result = execute_operator(f"{PLUGIN_NAME}/find_near_duplicates", ctx={
         "view": curated.view(), "params": {"key": "thumbs", "threshold": DUP_THRESHOLD}})
     assert result.result["groups"] == 3
+
+
+def test_views_with_no_group_and_no_cluster_give_results_not_errors(example_dataset):
+    """Random vectors hold no near-duplicates, and 5 items make no cluster: both are results, not exceptions."""
+    from curate_loop.runs.duplicates import DUP_GROUP_FIELD, find_duplicates
+    from curate_loop.runs.edges import CLUSTER_KIND_FIELD, score_edge_cases
+    from curate_loop.runs.embeddings import import_embeddings
+
+    dataset = example_dataset.clone("no-groups-no-clusters")
+    for field in (DUP_GROUP_FIELD, "dup_keep"):
+        if dataset.has_field(field):
+            dataset.delete_sample_field(field)
+    import_embeddings(dataset, "noise", np.random.default_rng(0).normal(size=(len(dataset), 16)))
+    assert find_duplicates(dataset, "noise").groups == 0 and dataset.count(DUP_GROUP_FIELD) == 0
+    five = dataset.limit(5)
+    score_edge_cases(five, "noise")
+    assert five.values(CLUSTER_KIND_FIELD) == ["noise"] * 5

@@ -17,7 +17,8 @@ def embed() -> None:
 @click.argument("dataset_name")
 @click.option("--key", default="clip", show_default=True, help="Name of the run; rerun to resume or add new samples.")
 @click.option("--model", "models", multiple=True, default=["ViT-B-32"], show_default=True,
-              help="open_clip NAME or NAME@PRETRAINED (tag or local checkpoint); repeat to combine models.")
+              help="open_clip NAME or NAME@PRETRAINED (tag or local checkpoint), or classical (offline HOG + colour); "
+                   "repeat to combine models.")
 @click.option("--objects", "patches_field", help="Embed the boxes of this Detections field instead of images.")
 @click.option("--margin", type=click.FloatRange(0), default=0.1, show_default=True,
               help="Context added around each box, as a fraction of its size.")

@@ -88,10 +88,15 @@ def mislabels_reject(dataset_name, label_ids, label_field):
 @click.argument("dataset_name")
 @click.argument("label_ids", nargs=-1, required=True)
 @_field_option
-@click.option("--batch", default="reannotate", show_default=True, help="Batch the Label Studio push takes.")
+@click.option("--batch", default=None,
+              help="Batch the Label Studio push takes (default: the loop manifest's mislabels.reannotate_batch, which "
+                   "`curate-loop run` pushes; else 'reannotate').")
 def mislabels_reannotate(dataset_name, label_ids, label_field, batch):
     """Send LABEL_IDS to re-annotation: their samples join batch --batch."""
+    from curate_loop.loop.runner import reannotate_batch_name
+    from curate_loop.runs.datasets import open_dataset
     from curate_loop.runs.mislabels import send_for_reannotation
 
+    batch = batch or reannotate_batch_name(open_dataset(dataset_name))
     count = _review(dataset_name, label_field, label_ids, send_for_reannotation, batch_name=batch)
     click.echo(f"Batch {batch!r} now holds {count} sample(s) for re-annotation.")

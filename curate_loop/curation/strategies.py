@@ -171,7 +171,8 @@ def select_cluster_balanced(vectors, k: int, *, clusters: ClusterResult | None =
                                 "cluster these same vectors (cluster_embeddings) or omit clusters.")
 
     weights = np.ones(n)
-    weights[(clusters.labels >= 0) & (clusters.kinds[np.maximum(clusters.labels, 0)] == "dense")] = dense_weight
+    if len(clusters.kinds):  # no cluster at all (a few scattered vectors): nothing is dense
+        weights[(clusters.labels >= 0) & (clusters.kinds[np.maximum(clusters.labels, 0)] == "dense")] = dense_weight
     picker = _Picker(unit, labeled, excluded, near_dup_threshold)
     budget = _budget_partition(unit, k, int(labeled.sum()), seed)
     _spend_by_cluster(picker, budget, k, weights=weights, rank=_most_representative_first, seed=seed)

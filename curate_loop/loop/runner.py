@@ -326,17 +326,15 @@ def _embed(dataset, manifest: Manifest) -> int:
 
 def _scan(dataset, manifest: Manifest) -> int | None:
     """Embed the labeled boxes (new ones only) and score them; None when nothing is labeled yet."""
-    from fiftyone import ViewField as F
-
     from curate_loop.runs.embeddings import compute_embeddings
     from curate_loop.runs.mislabels import find_mislabels
-    from curate_loop.runs.pool import label_fields, label_kind
+    from curate_loop.runs.pool import label_fields, label_kind, labeled_view
 
     field = manifest.label_field
     if field not in label_fields(dataset):
         raise InvalidInputError(f"label_field {field!r} of the manifest is not a Detections or Classification field "
                                 f"of {dataset.name!r}; label fields: {label_fields(dataset)}")
-    labeled = dataset.match(F(field).exists())
+    labeled = labeled_view(dataset, field)
     if not len(labeled):
         return None
     from curate_loop.loop.embedding_models import choose_models
@@ -354,13 +352,13 @@ def _curate(dataset, manifest: Manifest, summary: IterationSummary) -> bool:
     from fiftyone import ViewField as F
 
     from curate_loop.runs.curation import METHOD, select_batch
-    from curate_loop.runs.pool import BATCH_FIELD, DUP_KEEP_FIELD
+    from curate_loop.runs.pool import BATCH_FIELD, DUP_KEEP_FIELD, unlabeled_view
 
     if summary.batch in dataset.list_runs(method=METHOD):  # the loop's own (see _claim_batch): a crashed run picked it
         summary.reused_batch = True
         summary.selected = len(dataset.load_saved_view(summary.batch))
         return True
-    pool = dataset.match(~F(manifest.label_field).exists())
+    pool = unlabeled_view(dataset, manifest.label_field)
     if dataset.has_field(BATCH_FIELD):
         pool = pool.match(~F(BATCH_FIELD).exists())
     if dataset.has_field(DUP_KEEP_FIELD):

@@ -43,6 +43,7 @@ def duplicates_run_key(embeddings_key: str) -> str:
 def find_duplicates(samples, embeddings_key: str = "clip", *, threshold: float = DEFAULT_NEAR_DUP_THRESHOLD,
                     seed: int = 0, progress: Progress | None = None) -> DuplicateSummary:
     """Group the near-duplicates among the samples of ``samples`` (image embeddings) and mark one to keep each."""
+    import fiftyone as fo
     from fiftyone import ViewField as F
 
     from curate_loop.curation.duplicates import find_near_duplicates
@@ -65,6 +66,9 @@ def find_duplicates(samples, embeddings_key: str = "clip", *, threshold: float =
     keep_of = dict(group_of)
     group_of.update(zip(ids[grouped].tolist(), found.group[grouped].tolist()))
     keep_of.update(zip(ids[grouped].tolist(), found.keep[grouped].tolist()))
+    for field, kind in ((DUP_GROUP_FIELD, fo.IntField), (DUP_KEEP_FIELD, fo.BooleanField)):
+        if not dataset.has_field(field):  # declared first: all-None values leave FiftyOne no type to infer
+            dataset.add_sample_field(field, kind)
     samples.set_values(DUP_GROUP_FIELD, group_of, key_field="id")
     samples.set_values(DUP_KEEP_FIELD, keep_of, key_field="id")
     dataset.save_view(DUPLICATES_VIEW, dataset.match(F(DUP_GROUP_FIELD).exists()).sort_by(DUP_GROUP_FIELD),

@@ -64,7 +64,8 @@ def score_edge_cases(samples, embeddings_key: str = "clip", *, min_cluster_size:
     clusters = cluster_embeddings(vectors, min_cluster_size=min_cluster_size, seed=seed)
     step(0.5, "scoring")
     scores = np.round(edge_scores(vectors, seed=seed), 6)
-    kinds = np.where(clusters.labels < 0, "noise", clusters.kinds[np.maximum(clusters.labels, 0)])
+    kinds = (np.where(clusters.labels < 0, "noise", clusters.kinds[np.maximum(clusters.labels, 0)])
+             if len(clusters.kinds) else np.full(len(ids), "noise"))  # no cluster at all: every item is noise
     step(0.8, "writing scores")
     by_id = {"score": dict(zip(ids.tolist(), scores.tolist())),
              "cluster": dict(zip(ids.tolist(), clusters.labels.tolist())),
