@@ -44,7 +44,7 @@ browser:
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium chromium-driver >/dev/null; fi; }
 
 doctor: setup
-	@$(CLI) doctor
+	@$(CLI) doctor $(DOCTOR_ARGS)
 
 # The simulated annotator answers the first batch so the loop closes headless; the next batch is left for you.
 DEMO_ARGS ?= --simulate-annotator

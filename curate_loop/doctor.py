@@ -144,6 +144,18 @@ def check_label_studio() -> CheckResult:
                        f"{creds.url} is up; {key_kind(creds.api_key)} accepted for {user.get('email')}{source}")
 
 
+def check_label_studio_installed() -> CheckResult:
+    """The local server can be started: what a machine needs when nothing talks to a running server yet (CI, where
+    every test starts its own; a loop whose manifest has ``labelstudio.url: null`` starts one with its own key)."""
+    from curate_loop.adapters.labelstudio.server import find_label_studio_executable
+
+    try:
+        executable = find_label_studio_executable()
+    except CurateLoopError as exc:
+        return CheckResult("label studio", False, str(exc), "run `curate-loop labelstudio install`")
+    return CheckResult("label studio", True, f"server installed at {executable} (no key checked: --without-key)")
+
+
 ALL_CHECKS: list[Callable[[], CheckResult]] = [
     check_packages, check_torch, check_mongod, check_database, check_plugin, check_label_studio,
 ]
