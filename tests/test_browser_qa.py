@@ -119,6 +119,7 @@ def test_qa_reviewer_accepts_rejects_and_resends_suspects(qa_app, chromium_path,
                 _close_output(page)
                 # still on the suspects (a reload alone sometimes left the App on the whole dataset)
                 expect(page.get_by_text(SUSPECTS_VIEW, exact=True).first).to_be_visible(timeout=UI_WAIT_MS)
+                expect(page.locator('[data-cy="entry-counts"]')).to_contain_text("patches", timeout=UI_WAIT_MS)
         except Exception:
             page.screenshot(path=str(artifacts_dir / f"{request.node.name}.png"))
             raise

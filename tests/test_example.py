@@ -46,6 +46,22 @@ def test_near_duplicates_are_near_and_outliers_are_far():
     assert within < across / 3
 
 
+def test_planted_label_noise_is_a_share_of_wrong_classes_and_leaves_pixels_alone():
+    from curate_loop.examples.digits_canvas import plant_label_noise
+
+    canvases = generate_canvases(SMALL_SPEC)
+    n_objects = sum(len(c.objects) for c in canvases if c.split == "labeled")
+    noise = plant_label_noise(canvases, 0.2, seed=3)
+    assert sum(len(v) for v in noise.values()) == round(0.2 * n_objects)
+    assert all(canvases[c].split == "labeled" and canvases[c].objects[o].label != wrong
+               for c, objects in noise.items() for o, wrong in objects.items())
+    assert plant_label_noise(canvases, 0.2, seed=3) == noise and plant_label_noise(canvases, 0.0, seed=3) == {}
+    quiet = generate_canvases(ExampleSpec(**{**SMALL_SPEC.__dict__, "label_noise": 0.0}))
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(canvases, quiet))
+    with pytest.raises(ValueError, match="label_noise"):
+        ExampleSpec(label_noise=1.0)
+
+
 def test_spec_rejects_a_pool_too_small_with_the_numbers():
     with pytest.raises(ValueError, match=r"n_pool=10.*raise n_pool to at least 44"):
         ExampleSpec(n_pool=10)
@@ -60,13 +76,22 @@ def test_dataset_in_fiftyone_keeps_truth_aside(example_dataset):
     assert labeled.exists("ground_truth").count() == 30
     assert ds.match_tags("pool").exists("ground_truth").count() == 0
     assert ds.exists("true_ground_truth").count() == len(ds)
-    # editable labels start equal to the truth, with their own ids
-    assert labeled.values("ground_truth.detections.label") == labeled.values("true_ground_truth.detections.label")
+    # editable labels start equal to the truth, with their own ids, except the planted wrong classes
+    ids = labeled.values("ground_truth.detections.id", unwind=True)
+    given = labeled.values("ground_truth.detections.label", unwind=True)
+    true = labeled.values("true_ground_truth.detections.label", unwind=True)
+    planted = set(labeled.values("planted_noise", unwind=True))
+    assert {i for i, g, t in zip(ids, given, true) if g != t} == planted
+    assert len(planted) == round(SMALL_SPEC.label_noise * len(ids)) > 0
+    assert ds.match_tags("pool").values("planted_noise") == [None] * 60
     gt_ids = set(labeled.values("ground_truth.detections.id", unwind=True))
     truth_ids = set(labeled.values("true_ground_truth.detections.id", unwind=True))
     assert not gt_ids & truth_ids
     assert ds.count_values("example_kind") == {"regular": 74, "near_duplicate": 12, "outlier": 4}
     assert "example truth (kept aside)" in [g.name for g in ds.app_config.sidebar_groups]
+    # and not drawn in the App's grid or modal by default: an exclusion list of the kept-aside fields
+    active = ds.app_config.active_fields
+    assert active.exclude is True and {"true_ground_truth", "planted_noise"} <= set(active.paths)
     # the metadata written without reading the files back is each file's real size
     filepaths, widths, heights = ds.values(["filepath", "metadata.width", "metadata.height"])
     assert [_image_size(f) for f in filepaths] == list(zip(widths, heights))

@@ -125,11 +125,12 @@ def test_cli_run_status_and_an_invalid_manifest(loop_setup, ls_env, tmp_path):
     dataset, manifest, path = loop_setup
     runner = CliRunner()
     out = runner.invoke(cli, ["status", str(path)], catch_exceptions=False).output
-    # tables, not Python values: an iteration row and a batch row, and the random-weights line once
+    # tables, not Python values: an iteration row and a batch row, and each random-weights line once
     assert re.search(r"^iteration +batch +selected +pulled +suspects$", out, re.M), out
     assert re.search(r"^1 +batch_01 +\d+ ", out, re.M) and re.search(r"^batch_01 +pulled ", out, re.M), out
     assert "[" not in out and "{" not in out
-    assert out.count("RANDOM WEIGHTS") == 1
+    assert out.count("RANDOM WEIGHTS") == 2  # one line per embeddings key the loop uses (images, boxes)
+    assert "embeddings 'clip' come from" in out and "embeddings 'boxes' come from" in out
     assert "Loop report: " in out and out.split("Loop report: ")[1].strip().endswith("loop.html")
 
     iterations_before = history(dataset)

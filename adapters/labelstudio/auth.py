@@ -25,7 +25,6 @@ PAT_HINT = ("Create a new Personal Access Token in Label Studio (Account & Setti
 LEGACY_HINT = ("Copy the legacy token again from Account & Settings in Label Studio and export LABEL_STUDIO_API_KEY=<it> "
                "(legacy tokens also need LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true on the server), or use a Personal "
                "Access Token.")
-NEW_KEY_HINT = PAT_HINT  # kept for callers of the old name
 # What a key may hold: JWTs are base64url parts joined by dots; legacy tokens are hex (any of these characters).
 KEY_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-_.")
 
