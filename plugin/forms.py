@@ -133,20 +133,15 @@ def results(ctx, title, fields):
 
 
 def show_result(ctx, saved_view=None, *, keep_view=False):
-    """Reload the dataset in the App; when run immediately, also open ``saved_view`` (a name) if given. With
-    ``keep_view`` only the current view is loaded again: a reload left the App on the whole dataset now and then,
-    and a reviewer's next selection then picked whole images instead of suspect boxes."""
-    if keep_view and not ctx.delegated:
-        # setting the view fetches its samples afresh; a "reload_dataset" as well raced with it and could land
-        # after it, leaving the App on the whole dataset
-        if ctx.view.name:
-            ctx.ops.set_view(name=ctx.view.name)
-        else:
-            ctx.ops.set_view(view=ctx.view)
-        return
+    """Reload the dataset in the App; when run immediately, also open ``saved_view`` (a name) if given, or with
+    ``keep_view`` load the current view again: a reload alone sometimes left the App on the whole dataset, and a
+    reviewer's next selection then picked whole images instead of suspect boxes."""
     ctx.trigger("reload_dataset")
     if ctx.delegated:
         return
     if saved_view:
         ctx.ops.set_view(view=ctx.dataset.load_saved_view(saved_view))
-
+    elif keep_view and ctx.view.name:
+        ctx.ops.set_view(name=ctx.view.name)
+    elif keep_view:
+        ctx.ops.set_view(view=ctx.view)
