@@ -53,7 +53,8 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / norm if norm > 0 else v
 
 
-RAW_DIM = raw_features(Image.new("RGB", (SIZE, SIZE))).shape[0]
+_BLOCKS = SIZE // HOG["pixels_per_cell"][0] - HOG["cells_per_block"][0] + 1  # per side, blocks slide by one cell
+RAW_DIM = _BLOCKS**2 * HOG["cells_per_block"][0] * HOG["cells_per_block"][1] * HOG["orientations"] + COLOUR_GRID**2 * 3
 
 
 class ClassicalModel:
