@@ -133,15 +133,21 @@ def results(ctx, title, fields):
 
 
 def show_result(ctx, saved_view=None, *, keep_view=False):
-    """Reload the dataset in the App; when run immediately, also open ``saved_view`` (a name) if given, or with
-    ``keep_view`` load the current view again: a reload alone sometimes left the App on the whole dataset, and a
-    reviewer's next selection then picked whole images instead of suspect boxes."""
-    ctx.trigger("reload_dataset")
+    """Refresh the App after an operator changed the dataset; when run immediately, also open ``saved_view`` (a
+    name) if given.
+
+    ``keep_view`` (a review in the grid): no dataset reload, which raced with restoring the view (the App sometimes
+    landed on the whole dataset, and the reviewer's next selection then meant whole images instead of suspect boxes).
+    ``saved_view`` is opened as saved now (the review re-saved it, so its patches are regenerated), else the grid's
+    samples are fetched again in the same view."""
     if ctx.delegated:
+        ctx.trigger("reload_dataset")
         return
+    if keep_view:
+        if saved_view:
+            ctx.ops.set_view(name=saved_view)
+        ctx.ops.reload_samples()
+        return
+    ctx.trigger("reload_dataset")
     if saved_view:
         ctx.ops.set_view(view=ctx.dataset.load_saved_view(saved_view))
-    elif keep_view and ctx.view.name:
-        ctx.ops.set_view(name=ctx.view.name)
-    elif keep_view:
-        ctx.ops.set_view(view=ctx.view)

@@ -107,8 +107,8 @@ class ReviewMislabels(foo.Operator):
 
     @reports_errors
     def execute(self, ctx):
-        from curate_loop.runs.mislabels import (accept_suggestions, label_ids_of_selection, reject_suspects,
-                                                send_for_reannotation)
+        from curate_loop.runs.mislabels import (SUSPECTS_VIEW, accept_suggestions, label_ids_of_selection,
+                                                reject_suspects, send_for_reannotation)
 
         field = ctx.params["label_field"]
         ids = label_ids_of_selection(ctx.view, field, selected_labels=ctx.selected_labels,
@@ -121,7 +121,8 @@ class ReviewMislabels(foo.Operator):
         else:
             count = send_for_reannotation(ctx.dataset, field, ids, ctx.params.get("batch") or None)
         ctx.ops.clear_selected_samples()
-        show_result(ctx, keep_view=True)
+        # in the suspects view (re-saved by the review, so without the reviewed ones), open it as it is now
+        show_result(ctx, SUSPECTS_VIEW if ctx.view.name == SUSPECTS_VIEW else None, keep_view=True)
         return with_notice({"decision": DECISIONS[decision], "count": count}, ctx.dataset,
                            _scan_embeddings_key(ctx.dataset, field))
 

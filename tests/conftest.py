@@ -29,6 +29,29 @@ os.environ.update(
 # Registered before FiftyOne is imported, so it runs after FiftyOne has stopped its mongod.
 atexit.register(shutil.rmtree, RUN_DIR, ignore_errors=True)
 
+
+def _attach_to_own_database_only() -> None:
+    """FiftyOne attaches to any running database service of this machine, whatever its database dir: a second test
+    run (or a demo) would use this run's mongod, and lose it when this run ends and deletes its folder. Here a test
+    run only attaches to a service started with its own ``FIFTYONE_DATABASE_DIR``."""
+    import psutil
+    from fiftyone.service import util
+
+    find = util.find_processes_by_args
+
+    def own_only(args):
+        for process in find(args):
+            try:
+                if process.environ().get("FIFTYONE_DATABASE_DIR") == os.environ["FIFTYONE_DATABASE_DIR"]:
+                    yield process
+            except psutil.Error:
+                continue
+
+    util.find_processes_by_args = own_only
+
+
+_attach_to_own_database_only()
+
 import pytest  # noqa: E402
 
 from curate_loop.examples.digits_canvas import ExampleSpec  # noqa: E402
@@ -91,6 +114,24 @@ def pytest_runtest_makereport(item, call):
     """Keep each phase's report on the test item so fixtures can tell whether the test failed."""
     outcome = yield
     setattr(item, f"rep_{call.when}", outcome.get_result())
+
+
+APP_START_WAIT_S = 300  # FiftyOne waits 60 s for its App server to listen; a busy 2-core machine can take longer
+
+
+@pytest.fixture(scope="session", autouse=True)
+def patient_app_start():
+    """Give the App server (started by the browser tests) more than FiftyOne's fixed 60 s to listen."""
+    from fiftyone.core import service
+
+    wait = service.Service._wait_for_child_port
+
+    def patient(self, port=None, timeout=60):
+        return wait(self, port=port, timeout=max(timeout, APP_START_WAIT_S))
+
+    service.Service._wait_for_child_port = patient
+    yield
+    service.Service._wait_for_child_port = wait
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,7 @@ from curate_loop.runs.pool import BATCH_FIELD, REASON_FIELD, label_kind
 
 METHOD = "curate_loop.mislabels"
 SUSPECTS_VIEW = "mislabel_suspects"
+SUSPECTS_DESCRIPTION = "Mislabel suspects of "  # + the label field: a review re-saves the view of its own field only
 SUSPECT_MIN_SCORE = 0.5  # raised for review from here (and only when another class is suggested)
 TAG_ACCEPTED, TAG_REJECTED, TAG_REANNOTATE = "mislabel:accepted", "mislabel:rejected", "mislabel:reannotate"
 SCORE, SUGGESTION, CONFIDENCE, SUSPECT = "mislabel_score", "mislabel_suggestion", "mislabel_confidence", "mislabel_suspect"
@@ -223,7 +224,15 @@ def _save_suspects_view(dataset, label_field: str, kind: str) -> None:
     else:
         view = dataset.match(F(f"{label_field}.{SUSPECT}") == True).sort_by(  # noqa: E712 (MongoDB)
             F(f"{label_field}.{SCORE}"), reverse=True)
-    dataset.save_view(SUSPECTS_VIEW, view, overwrite=True)
+    dataset.save_view(SUSPECTS_VIEW, view, description=f"{SUSPECTS_DESCRIPTION}{label_field}", overwrite=True)
+
+
+def _suspects_view_field(dataset) -> str | None:
+    """The label field whose suspects the saved suspects view shows (None without one)."""
+    if not dataset.has_saved_view(SUSPECTS_VIEW):
+        return None
+    description = dataset.get_saved_view_info(SUSPECTS_VIEW).get("description") or ""
+    return description.removeprefix(SUSPECTS_DESCRIPTION) if description.startswith(SUSPECTS_DESCRIPTION) else None
 
 
 def _jsonable(value):
@@ -318,6 +327,8 @@ def _close(dataset, label_field: str, kind: str, ids: list, tag: str) -> None:
     decided = _read_labels(view, label_field, kind)
     dataset.set_label_values(f"{prefix}.{REVIEWED}", dict(zip(decided.ids.tolist(), decided.fingerprints.tolist())),
                              dynamic=True)
+    if _suspects_view_field(dataset) == label_field:  # saved again: its patches are a snapshot that would still show them
+        _save_suspects_view(dataset, label_field, kind)
 
 
 def label_ids_of_selection(view, label_field: str, *, selected_labels=(), selected_samples=()) -> list[str]:
