@@ -216,11 +216,21 @@ def _run_loop(manifest, server, simulate_annotator: bool) -> dict | None:
         for batch, counts in summary.pulled.items():
             click.echo(f"    pulled {batch}: {counts.get('applied', 0)} tasks, {counts.get('labels_updated', 0)} labels "
                        f"corrected, {counts.get('labels_added', 0)} added, {counts.get('labels_removed', 0)} removed")
+            totals = (counts.get("model_assist") or {}).get("totals") or {}
+            if totals.get("predicted"):
+                click.echo(f"    model assist on {batch}: {totals.get('accepted', 0)} of {totals['predicted']} "
+                           f"pre-annotated regions accepted as they were, {totals.get('relabeled', 0)} relabeled, "
+                           f"{totals.get('moved', 0)} moved, {totals.get('deleted', 0)} deleted; "
+                           f"{totals.get('added', 0)} drawn by hand")
+        if summary.model:
+            from curate_loop.cli.loop import model_line
+
+            click.echo(f"  {model_line(summary.model)}")
         if summary.suspects is not None:
             click.echo(f"    mislabel scan: {summary.suspects} suspects to review")
             click.echo(f"    example truth check: {_planted_noise_found(manifest)}")
-        click.echo(f"    iteration {summary.iteration}: picked {summary.selected} samples for {summary.batch}, "
-                   f"{summary.pushed} new tasks in Label Studio; report: {summary.report_path}")
+        click.echo(f"    iteration {summary.iteration}: picked {summary.selected} samples for {summary.batch} "
+                   f"({summary.batch_mode}), {summary.pushed} new tasks in Label Studio; report: {summary.report_path}")
         if summary.simulated_answers:
             click.secho(f"    SIMULATED annotator answered {summary.simulated_answers} tasks from the kept-aside true "
                         "labels", fg="yellow")

@@ -29,6 +29,42 @@ def _min_cluster_size_input(inputs):
                            "finer clusters")
 
 
+NO_PREDICTIONS = "none"
+STRENGTHS = {"diversity": ("Diversity strength", "Cover the embedding space (0: off)"),
+             "uncertainty": ("Uncertainty strength", "Prefer samples the model is unsure about (0: off; larger: "
+                                                     "fewer, more uncertain candidates)"),
+             "class_balance": ("Class-balance strength", "Even out the model's predicted classes (0: off)")}
+
+
+def _model_inputs(inputs, prediction_fields):
+    """The predictions field (a Classification or Detections field other than the label field, or none) and the
+    strengths of the three objectives, defaults from ``Objectives``."""
+    from curate_loop.curation.objectives import Objectives
+    from curate_loop.model.uncertainty import UNCERTAINTY_SCORES
+
+    default = Objectives()
+    choices = [NO_PREDICTIONS, *prediction_fields]
+    dropdown(inputs, "predictions_field", choices, "Model predictions",
+             default="predictions" if "predictions" in prediction_fields else NO_PREDICTIONS,
+             description="A model's Classification or Detections field; none: diversity alone", required=False)
+    for name, (label, description) in STRENGTHS.items():
+        inputs.float(name, default=getattr(default, name), label=label, description=description)
+    dropdown(inputs, "uncertainty_score", list(UNCERTAINTY_SCORES), "Uncertainty score",
+             default=default.uncertainty_score, description="Without logits, least confidence is used",
+             required=False)
+
+
+def _objectives(params):
+    """``Objectives`` from the form; a value left empty keeps its default. A bad value raises InvalidInputError,
+    which the result shows as its one-line error."""
+    from curate_loop.curation.objectives import Objectives
+
+    given = {name: float(params[name]) for name in STRENGTHS if params.get(name) not in (None, "")}
+    if params.get("uncertainty_score"):
+        given["uncertainty_score"] = params["uncertainty_score"]
+    return Objectives(**given)
+
+
 def _min_cluster_size(params):
     value = params.get("min_cluster_size")
     return None if value in (None, "") else int(value)
@@ -57,9 +93,12 @@ class SelectBatch(DelegableOperator):
         dropdown(inputs, "key", keys, "Embeddings")
         radio(inputs, "strategy", STRATEGY_LABELS, "Strategy", default="cluster_balanced")
         fields = label_fields(ctx.dataset)
+        label_field = None
         if fields:
             default = resolve_label_field(ctx.dataset, None) or fields[0]
             dropdown(inputs, "label_field", fields, "Labeled samples are those with", default=default)
+            label_field = ctx.params.get("label_field") or default
+        _model_inputs(inputs, [f for f in fields if f != label_field])
         _min_cluster_size_input(inputs)
         inputs.bool("overwrite", default=False, label="Replace a batch of the same name")
         return form(inputs, "Pick the next labeling batch")
@@ -68,14 +107,20 @@ class SelectBatch(DelegableOperator):
     def execute(self, ctx):
         from curate_loop.runs.curation import select_batch
 
+        from curate_loop.runs.curation import contributions_line
+
         p = ctx.params
+        predictions_field = p.get("predictions_field")
         summary = select_batch(target_samples(ctx), p["name"], int(p["k"]), p["key"],
                                strategy=p.get("strategy", "cluster_balanced"), label_field=p.get("label_field"),
                                min_cluster_size=_min_cluster_size(p), overwrite=bool(p.get("overwrite")),
-                               progress=progress(ctx))
+                               progress=progress(ctx),
+                               predictions_field=None if predictions_field in (None, "", NO_PREDICTIONS)
+                               else predictions_field, objectives=_objectives(p))
         show_result(ctx, summary.view_name)
         coverage = summary.coverage.get("cluster_coverage", {})
         return with_notice({"batch": summary.name, "picked": summary.picked, "view": summary.view_name,
+                            "mode": summary.mode, "contributions": contributions_line(summary.contributions),
                             "clusters": f"{summary.clusters_reached} of {summary.clusters} "
                                         f"(random: {coverage.get('random_mean', float('nan')):.1%} of clusters)",
                             "edge_gain": f"{summary.saturation['gain']:+.1%}", "report": summary.report_path},
@@ -83,7 +128,9 @@ class SelectBatch(DelegableOperator):
 
     def resolve_output(self, ctx):
         return results(ctx, "Batch picked", [("batch", str, "Batch"), ("picked", int, "Samples picked"),
-                                             ("view", str, "Saved view"), ("clusters", str, "Clusters reached"),
+                                             ("view", str, "Saved view"), ("mode", str, "Mode"),
+                                             ("contributions", str, "What each objective contributed"),
+                                             ("clusters", str, "Clusters reached"),
                                              ("edge_gain", str, "Edge-case coverage added"),
                                              ("report", str, "Report (HTML)")])
 

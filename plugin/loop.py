@@ -109,7 +109,7 @@ class CurationLoopPanel(foo.Panel):
                 return "Nothing to pull: no batch has finished annotations yet."
             return "Pulled " + ", ".join(f"{b} ({c.get('applied', 0)} tasks, {c.get('labels_updated', 0)} labels "
                                          f"corrected, {c.get('labels_added', 0)} added, {c.get('labels_removed', 0)} "
-                                         "removed)" for b, c in pulled.items()) + "."
+                                         "removed" + _assist_clause(c) + ")" for b, c in pulled.items()) + "."
 
         self._act(ctx, act)
 
@@ -199,14 +199,45 @@ def _iterations_md(overview) -> str:
     rows = sorted(overview.get("iterations") or [], key=lambda it: it["iteration"])
     if not rows:
         return "##### Iterations\n\nNo iteration yet: press **Run next iteration**."
-    lines = ["##### Iterations", "", "| iteration | batch | selected | pushed | pulled back | suspects |",
-             "|---|---|---|---|---|---|"]
+    lines = ["##### Iterations", "",
+             "| iteration | batch | selected | pushed | pulled back | suspects | model | model assist |",
+             "|---|---|---|---|---|---|---|---|"]
     for it in rows:
         pulled = sum(c.get("applied", 0) for c in (it.get("pulled") or {}).values())
         suspects = "–" if it.get("suspects") is None else it["suspects"]
         lines.append(f"| {it['iteration']} | {it['batch']} | {it.get('selected', 0)} | {it.get('pushed', 0)} | "
-                     f"{pulled} | {suspects} |")
+                     f"{pulled} | {suspects} | {_model_md(it.get('model'))} | {assist_md(it)} |")
     return "\n".join(lines)
+
+
+def _assist_clause(counts: dict) -> str:
+    """", model assist 72% (18/25 accepted)" for a pull that compared model pre-annotations, else ""."""
+    text = assist_md({"pulled": {"batch": counts}})
+    return "" if text == "–" else f", model assist {text}"
+
+
+def _model_md(model) -> str:
+    """The iteration's model in a few words: name, labels trained on, cross-validated accuracy."""
+    if not model:
+        return "–"
+    words = [str(model.get("name") or model.get("kind") or "model")]
+    if model.get("trained_on") is not None:
+        words.append(f"on {model['trained_on']} labels")
+    if model.get("cv_accuracy") is not None:
+        words.append(f"cv {model['cv_accuracy']:.0%}")
+    return ", ".join(words)
+
+
+def assist_md(iteration: dict) -> str:
+    """The model-assist rate of the iteration's pulls: ``"72% (18/25 accepted)"``, or "–" when no pulled task had
+    the model's pre-annotations."""
+    from curate_loop.adapters.labelstudio.assist import merge
+
+    merged = merge(p.get("model_assist") for p in (iteration.get("pulled") or {}).values())
+    if merged is None or merged["totals"]["rate"] is None:
+        return "–"
+    totals = merged["totals"]
+    return f"{totals['rate']:.0%} ({totals['accepted']}/{totals['predicted']} accepted)"
 
 
 def _batches_md(overview) -> str:

@@ -265,3 +265,13 @@ def test_kmeans_works_at_full_width_until_the_work_budget_then_projects():
     assert kmeans_dims(1_000_000, 512, 500) == KMEANS_REDUCED_DIMS  # past the budget: no wide, costly copy
     assert 100_000 * 512 * 1_000 <= LARGE_KMEANS_WORK < 1_000_000 * 512 * 500
     assert kmeans_dims(10, 8, 3) == 8
+
+
+def test_cluster_balanced_with_every_candidate_a_near_duplicate_picks_nothing():
+    """Two tight groups, each with a labeled member: every other row is a near-duplicate of a labeled one."""
+    from curate_loop.curation.strategies import select_cluster_balanced
+
+    rng = np.random.default_rng(0)
+    vectors = np.repeat(rng.normal(size=(2, 16)) * 4, 10, axis=0) + rng.normal(scale=0.05, size=(20, 16))
+    result = select_cluster_balanced(vectors, 2, labeled_idx=[0, 10])
+    assert result.indices.tolist() == [] and result.near_duplicates_skipped == 18

@@ -51,10 +51,16 @@ def test_demo_runs_the_whole_loop_and_says_what_it_did(demo_run, labelstudio):
     assert "edge cases planted: 8 outliers, 6 near-duplicate groups" in out
     assert "600 vectors (600 computed now, 0 reused)" in out
     # the loop: batch_01 pushed and answered by the simulated annotator, pulled back, batch_02 pushed for a person
-    assert "iteration 1: picked 50 samples for batch_01, 50 new tasks in Label Studio" in out
+    # iteration 1: the example's detector is trained on the labeled split and predicts the pool before curation, so
+    # the batch is picked with its uncertainty (combined) and pushed with its boxes as pre-annotations
+    assert re.search(r"model curate_loop\.examples\.detector:predict \(callable\): trained on \d+ labels, cv accuracy -, "
+                     r"450 pool samples predicted into 'predictions'", out)
+    assert re.search(r"iteration 1: picked 50 samples for batch_01 \(combined\), 50 new tasks in Label Studio", out)
     assert "SIMULATED annotator answered 50 tasks" in out
     assert re.search(r"pulled batch_01: 50 tasks, 0 labels corrected, \d+ added, 0 removed", out)
-    assert "iteration 2: picked 50 samples for batch_02, 50 new tasks in Label Studio" in out
+    # the simulated annotator corrected the detector's pre-annotations: the pull measured how
+    assert re.search(r"model assist on batch_01: \d+ of [1-9]\d* pre-annotated regions accepted as they were", out)
+    assert re.search(r"iteration 2: picked 50 samples for batch_02 \(combined\), 50 new tasks in Label Studio", out)
     assert re.search(r"Your turn: +annotate batch_02 at http://127\.0\.0\.1:\d+/projects/\d+/data\?tab=\d+", out)
     for report in (out.split("report: ")[1].split()[0], out.split("label changes): ")[1].split()[0]):
         assert os.path.isfile(report)

@@ -29,17 +29,70 @@ class Region:
     box: tuple[float, float, float, float] | None = None
 
 
-def detection_region(label_id: str, label: str, box, width: int, height: int) -> dict:
+def detection_region(label_id: str, label: str, box, width: int, height: int, score: float | None = None) -> dict:
+    """A rectangle region; ``score`` (a model's confidence in it) is shown by Label Studio next to the region."""
     x, y, w, h = (float(v) for v in box)
-    return {"id": str(label_id), "type": RECT, "from_name": CONTROL_NAME, "to_name": IMAGE_NAME,
-            "original_width": int(width), "original_height": int(height), "image_rotation": 0,
-            "value": {"x": x * 100.0, "y": y * 100.0, "width": w * 100.0, "height": h * 100.0, "rotation": 0,
-                      "rectanglelabels": [label]}}
+    region = {"id": str(label_id), "type": RECT, "from_name": CONTROL_NAME, "to_name": IMAGE_NAME,
+              "original_width": int(width), "original_height": int(height), "image_rotation": 0,
+              "value": {"x": x * 100.0, "y": y * 100.0, "width": w * 100.0, "height": h * 100.0, "rotation": 0,
+                        "rectanglelabels": [label]}}
+    return _scored(region, score)
 
 
-def classification_region(label_id: str, label: str) -> dict:
-    return {"id": str(label_id), "type": CHOICES, "from_name": CONTROL_NAME, "to_name": IMAGE_NAME,
-            "value": {"choices": [label]}}
+def classification_region(label_id: str, label: str, score: float | None = None) -> dict:
+    region = {"id": str(label_id), "type": CHOICES, "from_name": CONTROL_NAME, "to_name": IMAGE_NAME,
+              "value": {"choices": [label]}}
+    return _scored(region, score)
+
+
+def _scored(region: dict, score: float | None) -> dict:
+    if score is not None:
+        region["score"] = round(float(score), 6)
+    return region
+
+
+@dataclass
+class ModelPrediction:
+    """A sample's model predictions as a Label Studio prediction: its ``result``, the same regions in the compact
+    form the push record keeps (``[id, class, x, y, w, h]``, or ``[id, class]`` for a Classification), the regions
+    left out because the project does not offer their class (class -> n), and the mean region confidence."""
+
+    result: list[dict]
+    regions: list[list]
+    dropped: dict[str, int]
+    score: float | None
+
+
+def model_prediction(doc: dict | None, kind: str, width: int, height: int, allowed: set[str]) -> ModelPrediction:
+    """The stored predictions document ``doc`` of one sample (a Detections or Classification document, as
+    ``values(..., _raw=True)`` gives it) as a :class:`ModelPrediction`; each region's ``score`` is its confidence.
+    Regions of classes outside ``allowed`` are dropped and counted: Label Studio could not show them."""
+    items = [] if doc is None else ([doc] if kind == "classification" else (doc.get("detections") or []))
+    result, regions, dropped, scores = [], [], {}, []
+    for item in items:
+        label, confidence = item.get("label"), item.get("confidence")
+        if label is None or (kind == "detections" and item.get("bounding_box") is None):
+            continue
+        if str(label) not in allowed:
+            dropped[str(label)] = dropped.get(str(label), 0) + 1
+            continue
+        region_id = str(item["_id"])
+        if kind == "detections":
+            box = [float(v) for v in item["bounding_box"]]
+            result.append(detection_region(region_id, label, box, width, height, confidence))
+            regions.append([region_id, str(label), *box])
+        else:
+            result.append(classification_region(region_id, label, confidence))
+            regions.append([region_id, str(label)])
+        if confidence is not None:
+            scores.append(float(confidence))
+    score = round(sum(scores) / len(scores), 6) if scores else None
+    return ModelPrediction(result, regions, dict(sorted(dropped.items())), score)
+
+
+def stored_region(row: list) -> Region:
+    """A region of the push record's compact form (see :class:`ModelPrediction`) as a :class:`Region`."""
+    return Region(str(row[0]), row[1], tuple(float(v) for v in row[2:6]) if len(row) >= 6 else None)
 
 
 def parse_result(result: list[dict], kind: str) -> list[Region]:

@@ -7,6 +7,9 @@ import click
 from .notices import echo_embedding_notice, echo_notices
 from .options import ProgressBar, min_cluster_size_option, open_view, tag_option
 
+# curate_loop.model.uncertainty.UNCERTAINTY_SCORES, not imported: the CLI starts without numpy (a test keeps them equal)
+UNCERTAINTY_SCORES = ("margin", "least_confidence", "entropy")
+
 
 @click.group()
 def curate() -> None:
@@ -23,22 +26,43 @@ def curate() -> None:
 @click.option("--label-field", help="Samples with labels here are labeled (default: ground_truth when present).")
 @click.option("--class-field", help="Labels or predictions to measure class coverage with, when there are any.")
 @min_cluster_size_option
+@click.option("--predictions", "predictions_field", metavar="FIELD",
+              help="A model's Classification or Detections field: the batch then weighs the model's uncertainty and "
+                   "predicted classes with diversity (cluster_balanced strategy, once some samples are labeled).")
+@click.option("--diversity", type=click.FloatRange(0), help="Strength of diversity (default: Objectives' default).")
+@click.option("--uncertainty", type=click.FloatRange(0),
+              help="Strength of the model's uncertainty (0: off; larger: fewer, more uncertain candidates).")
+@click.option("--class-balance", type=click.FloatRange(0),
+              help="Strength of predicted-class balance (0: off; larger: closer to a uniform share per class).")
+@click.option("--uncertainty-score", type=click.Choice(UNCERTAINTY_SCORES),
+              help="How predictions become uncertainty (default: margin; without logits least_confidence is used).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Pick an existing batch again (its samples go back to the pool).")
 @tag_option
-def curate_select(dataset_name, batch_name, k, key, strategy, label_field, class_field, min_cluster_size, seed,
-                  overwrite, tags):
+def curate_select(dataset_name, batch_name, k, key, strategy, label_field, class_field, min_cluster_size,
+                  predictions_field, diversity, uncertainty, class_balance, uncertainty_score, seed, overwrite, tags):
     """Pick BATCH_NAME: K samples to label next, with a report against random picks of the same size."""
-    from curate_loop.runs.curation import select_batch
+    from curate_loop.curation.objectives import Objectives
+    from curate_loop.runs.curation import contributions_line, select_batch
 
+    given = {"diversity": diversity, "uncertainty": uncertainty, "class_balance": class_balance,
+             "uncertainty_score": uncertainty_score}
+    objectives = Objectives(**{name: value for name, value in given.items() if value is not None})
     view = open_view(dataset_name, tags)
     with ProgressBar("curating") as bar:
         summary = select_batch(view, batch_name, k, key, strategy=strategy, label_field=label_field,
                                class_field=class_field, min_cluster_size=min_cluster_size, seed=seed,
-                               overwrite=overwrite, progress=bar)
+                               overwrite=overwrite, progress=bar, predictions_field=predictions_field,
+                               objectives=objectives)
     click.echo(f"Batch {summary.name!r}: {summary.picked} of {summary.pool_size} pool samples "
                f"({summary.strategy}); saved view {summary.view_name!r}.")
     echo_notices([summary.notice])
+    click.echo(f"  mode: {summary.mode}")
+    contributions = contributions_line(summary.contributions)
+    if contributions:
+        click.echo(f"  contributions: {contributions}")
+    if summary.uncertainty.get("note"):
+        click.echo(f"  note: {summary.uncertainty['note']}")
     pool = summary.pool
     click.echo(f"  labeled {pool['labeled']}, queued in earlier batches {pool['queued']}, near-duplicates set aside "
                f"{pool['excluded']}")

@@ -143,19 +143,37 @@ def table_lines(rows: list[tuple]) -> list[str]:
               help="local_files: served from disk when under the server's root (else uploaded); upload: always "
                    "uploaded; cloud: filepaths must be cloud URLs.")
 @click.option("--classes", help="Comma-separated classes the label config offers (default: the dataset's).")
-def push(dataset_name, batch, label_field, url, document_root, chunk_size, media, classes):
+@click.option("--predictions-field", help="A model's predictions (same kind as --label-field) sent as "
+                                          "pre-annotations, per --pre-annotations.")
+@click.option("--model-version", help="Label Studio model_version of those predictions (default: the field's name).")
+@click.option("--pre-annotations", type=click.Choice(["auto", "predictions", "labels"]), default="auto",
+              show_default=True, help="auto: the model's predictions for samples without labels; predictions: for "
+                                      "every sample the model predicted; labels: never the model's.")
+def push(dataset_name, batch, label_field, url, document_root, chunk_size, media, classes, predictions_field,
+         model_version, pre_annotations):
     """Push BATCH of DATASET_NAME to Label Studio (safe to re-run: no task is ever created twice)."""
     from curate_loop.runs.labelstudio import push_batch
 
     note_key_source(url)
     wanted = [c.strip() for c in classes.split(",") if c.strip()] if classes is not None else None
+    dataset = open_view(dataset_name)
+    if predictions_field and not dataset.has_field(predictions_field):
+        raise click.BadParameter(f"{dataset_name!r} has no field {predictions_field!r} (run the model step first).",
+                                 param_hint="--predictions-field")
     with ProgressBar("pushing") as bar:
-        summary = push_batch(open_view(dataset_name), batch, label_field, url=url,
-                             document_root=document_root, chunk_size=chunk_size, media=media, classes=wanted,
-                             progress=bar)
+        summary = push_batch(dataset, batch, label_field, url=url, document_root=document_root,
+                             chunk_size=chunk_size, media=media, classes=wanted, predictions_field=predictions_field,
+                             model_version=model_version, pre_annotations=pre_annotations, progress=bar)
     click.echo(f"Batch {batch!r}: {summary.tasks} tasks in project {summary.project_id} ({summary.project_title!r}) "
                f"at {summary.url}: {summary.created} new, {summary.already_there} already there"
                + (f", {summary.duplicates_deleted} duplicates removed" if summary.duplicates_deleted else "") + ".")
+    if summary.model_tasks:
+        click.echo(f"  {summary.model_tasks} tasks pre-annotated by the model ({summary.model_version}): "
+                   f"{summary.model_regions} regions.")
+    if summary.dropped_prediction_classes:
+        counts = ", ".join(f"{name!r} ({n})" for name, n in summary.dropped_prediction_classes.items())
+        click.echo(f"  {sum(summary.dropped_prediction_classes.values())} predicted regions left out: their classes "
+                   f"are not in the project: {counts}.")
     click.echo(f"  open: {summary.url}/projects/{summary.project_id}/data?tab={summary.view_id}")
 
 
@@ -180,9 +198,30 @@ def pull(dataset_name, batch, policy, url):
         click.echo(f"  conflict: task {conflict['task']} (sample {conflict['sample']}): {conflict['reason']}")
     if summary.outside_classes:
         click.echo(outside_classes_line(summary.outside_classes))
+    for line in model_assist_lines(summary.model_assist):
+        click.echo(line)
     if summary.conflicts:
         click.echo(f"  {len(summary.conflicts)} conflicting tasks were left unapplied; resolve them in Label Studio "
                    "or pull with --policy latest/majority.")
+
+
+def model_assist_lines(model_assist: dict | None) -> list[str]:
+    """How the annotators changed the model's pre-annotations: a totals line, then one line per predicted class."""
+    if not model_assist:
+        return []
+    totals = model_assist["totals"]
+    if not totals["tasks"]:
+        return [f"  model assist ({model_assist['model_version']}): no annotated task had the model's "
+                "pre-annotations yet."]
+    rate = "–" if totals["rate"] is None else f"{totals['rate']:.0%}"
+    lines = [f"  model assist ({model_assist['model_version']}, {totals['tasks']} tasks): {totals['accepted']} of "
+             f"{totals['predicted']} predicted regions accepted ({rate}); {totals['relabeled']} relabeled, "
+             f"{totals['moved']} moved, {totals['deleted']} deleted; {totals['added']} added."]
+    rows = [("    class", "predicted", "accepted", "relabeled", "moved", "deleted", "added")]
+    rows += [(f"    {cls}", *(str(counts[k]) for k in ("predicted", "accepted", "relabeled", "moved", "deleted",
+                                                        "added")))
+             for cls, counts in model_assist["per_class"].items()]
+    return lines + table_lines(rows)
 
 
 def outside_classes_line(outside: dict) -> str:

@@ -49,6 +49,8 @@ def run(manifest_path, simulate_annotator, truth_field):
             click.echo(outside_classes_line(counts["outside_classes"]))
     click.echo(f"Iteration {summary.iteration}: embedded {summary.embedded} new samples; "
                f"mislabel suspects {summary.suspects if summary.suspects is not None else '-'}")
+    if summary.model:
+        click.echo(model_line(summary.model))
     if summary.selected:
         click.echo(f"  batch {summary.batch!r}: {summary.selected} samples"
                    f"{' (reused from an interrupted run)' if summary.reused_batch else ''}, {summary.pushed} new tasks "
@@ -64,6 +66,17 @@ def run(manifest_path, simulate_annotator, truth_field):
     for line in [*summary.notes, *summary.notices]:
         click.secho(f"  {line}", fg="yellow")
     click.echo(f"Loop report (saturation curve, label changes): {summary.loop_report_path}")
+
+
+def model_line(model: dict) -> str:
+    """The model step of an iteration in one line: which model, trained on how many labels, how good, how long."""
+    trained = "trained elsewhere" if model.get("trained_on") is None else f"trained on {model['trained_on']} labels"
+    accuracy = model.get("cv_accuracy")
+    parts = [trained, f"cv accuracy {accuracy:.2f}" if accuracy is not None else "cv accuracy -",
+             f"{model.get('predicted', 0)} pool samples predicted into {model.get('field')!r}",
+             f"{model.get('seconds', 0):.1f} s"]
+    line = f"  model {model.get('name')} ({model.get('kind')}): " + ", ".join(parts)
+    return line + (f" ({model['note']})" if model.get("note") else "")
 
 
 @click.command("status")

@@ -70,6 +70,10 @@ svg.map .queued { fill: var(--queued); fill-opacity: .85; }
 .notice { padding: 8px 12px; border-radius: 6px; background: #fff4e6; border: 1px solid var(--pick); }
 svg.map .pick { fill: var(--pick); stroke: #fff; stroke-width: .8; }
 .legend span { display: inline-block; margin-right: 18px; }
+svg.bars { width: 100%; height: auto; }
+svg.bars text { font-size: 12px; fill: var(--ink); }
+svg.bars .batch { fill: var(--pick); }
+svg.bars .pool { fill: var(--rest); }
 .legend i { display: inline-block; width: 10px; height: 10px; border-radius: 50%; margin-right: 6px; }
 """
 
@@ -86,11 +90,13 @@ def render_report(metrics: dict, *, title: str, thumbnails: dict[str, list[tuple
         labeled / queued in an earlier batch; above ``MAP_MAX_POINTS`` points the others are thinned evenly, every
         batch point is kept. The legend counts every row of each, so it agrees with the header's counts.
     notices: lines shown at the top, each in its own box (e.g. that the embeddings used random weights).
+    ``metrics["batch"]``, when given, may carry the model's part in the batch (``BatchSummary``'s ``mode``,
+    ``contributions``, ``uncertainty``, ``class_histogram``): shown under "Model in the loop".
     """
     extremes = set(metrics.get("sparsest_clusters", []) + metrics.get("densest_clusters", []))
     by_cluster, others = _split_thumbnails(thumbnails or {}, extremes)
-    parts = [_header(metrics, title), *(_notice(text) for text in notices), _headline(metrics.get("summary", {})),
-             _classes(metrics.get("classes")),
+    parts = [_header(metrics, title), *(_notice(text) for text in notices), _model(metrics.get("batch") or {}),
+             _headline(metrics.get("summary", {})), _classes(metrics.get("classes")),
              _cluster_table(metrics), _extremes(metrics, by_cluster), _more_samples(others)]
     if map_points is not None:
         parts.append(_map(map_points, map_highlight, map_labeled, map_queued))
@@ -159,6 +165,74 @@ def _header(metrics: dict, title: str) -> str:
             f"from the pool (seeds from {c.get('seed', 0)}), {covered} counted as covered in both (the tables' "
             f"\"covered\" column). Distances are cosine, measured from {c.get('distance_rows', 0):,} samples; "
             f"δ = {delta.get('value', 0):.3f} ({_e(delta_how)}).</p>")
+
+
+# objective -> (label, kind of number, what the figure means); figures of curate_loop.curation.combined
+CONTRIBUTION_INFO = {
+    "diversity": ("Diversity", "share", "coverage gain: how much closer the pool came to a labeled or picked sample "
+                                        "(1 - mean distance after / before)"),
+    "uncertainty": ("Uncertainty", "share", "mean percentile rank of the batch's uncertainty in the pool (50%: what "
+                                            "a random batch gets; 100%: the most uncertain samples)"),
+    "class_balance": ("Class balance", "number", "distance of the batch's predicted-class shares from the target "
+                                                "(total variation; 0: on target; lower is better)"),
+    "class_balance_pool": ("Class balance of the pool", "number", "the same distance for the pool: what a random "
+                                                                  "batch would get"),
+}
+BAR_ROW, BAR_LABEL, BAR_WIDTH = 26, 90, 470  # predicted-class bars: row height, label column, longest bar (px)
+
+
+def _model(batch: dict) -> str:
+    """The model's part in the batch: the mode, each objective's figure, the uncertainty of batch and pool, and the
+    predicted-class histogram of the batch against the pool. Nothing for batches recorded before it existed."""
+    if not batch.get("mode"):
+        return ""
+    rows = []
+    for name, value in (batch.get("contributions") or {}).items():
+        label, kind, meaning = CONTRIBUTION_INFO.get(name, (name, "number", ""))
+        shown = "—" if value is None else _fmt(value, kind)
+        rows.append(f"<tr><td>{_e(label)}<small>{_e(meaning)}</small></td><td>{_e(shown)}</td></tr>")
+    table = ("<table>\n<thead><tr><th>Objective</th><th>Contribution</th></tr></thead>\n<tbody>\n"
+             + "\n".join(rows) + "\n</tbody>\n</table>") if rows else ""
+    unc = batch.get("uncertainty") or {}
+    lines = [f"Mode: <strong>{_e(batch['mode'])}</strong>."]
+    if unc.get("score"):
+        means = ""
+        if unc.get("batch_mean") is not None and unc.get("pool_mean") is not None:
+            means = f" Mean uncertainty: batch {unc['batch_mean']:.3f}, pool {unc['pool_mean']:.3f}."
+        lines.append(f"Uncertainty: {_e(unc['score'])} of {_e(repr(unc.get('field')))}.{means}")
+        if unc.get("without_predictions"):
+            lines.append(f"{unc['without_predictions']:,} pool samples have no prediction.")
+    notes = _notice(unc["note"]) if unc.get("note") else ""
+    return ("<h2>Model in the loop</h2>\n<p class=\"note\">" + " ".join(lines) + "</p>\n" + notes + table
+            + _class_bars(batch.get("class_histogram") or {}))
+
+
+def _class_bars(histogram: dict) -> str:
+    """Per predicted class two bars, the batch's share (orange) over the pool's (grey), with the counts: a sample
+    counts once for each class its prediction holds."""
+    batch, pool = histogram.get("batch") or {}, histogram.get("pool") or {}
+    classes = list(dict.fromkeys([*pool, *batch]))
+    if not classes:
+        return ""
+    n_batch, n_pool = max(sum(batch.values()), 1), max(sum(pool.values()), 1)
+    shares = [(batch.get(c, 0) / n_batch, pool.get(c, 0) / n_pool) for c in classes]
+    top = max(max(b, p) for b, p in shares) or 1.0
+    height = BAR_ROW * len(classes) + 8
+    width = BAR_LABEL + BAR_WIDTH + 200
+    parts = []
+    for i, (c, (b, p)) in enumerate(zip(classes, shares)):
+        y = 4 + i * BAR_ROW
+        parts.append(f"<text x=\"0\" y=\"{y + 15}\">{_e(c)}</text>"
+                     f"<rect class=\"batch\" x=\"{BAR_LABEL}\" y=\"{y + 2}\" width=\"{BAR_WIDTH * b / top:.1f}\" "
+                     f"height=\"10\"/><rect class=\"pool\" x=\"{BAR_LABEL}\" y=\"{y + 13}\" "
+                     f"width=\"{BAR_WIDTH * p / top:.1f}\" height=\"8\"/>"
+                     f"<text x=\"{BAR_LABEL + BAR_WIDTH + 8}\" y=\"{y + 15}\">batch {batch.get(c, 0):,} "
+                     f"({b:.0%}) · pool {pool.get(c, 0):,} ({p:.0%})</text>")
+    return ("<h3>Predicted classes: batch against pool</h3>\n<p class=\"legend\"><span><i style=\"background:"
+            "var(--pick)\"></i>batch</span><span><i style=\"background:var(--rest)\"></i>pool</span>"
+            "<span class=\"muted\">samples whose prediction holds the class, as a share of each</span></p>\n"
+            f"<svg class=\"bars\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width} {height}\" role=\"img\" "
+            f"aria-label=\"predicted classes of the batch and the pool\">" + "".join(parts) + "</svg>")
 
 
 def _notice(text: str) -> str:

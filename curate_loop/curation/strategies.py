@@ -208,7 +208,7 @@ def _refine_by_coverage(picker: _Picker, budget: np.ndarray, movable: np.ndarray
     rng = np.random.default_rng(seed)
     n_picks = len(picker.picks)
     labeled_rows = np.flatnonzero(picker.labeled)
-    reached = natural[np.concatenate([labeled_rows, picker.picks])]
+    reached = natural[np.concatenate([labeled_rows, np.asarray(picker.picks, dtype=np.int64)])]  # picks may be empty
     reach = np.bincount(reached[reached >= 0], minlength=int(natural.max()) + 1)
     typicality: dict[int, np.ndarray] = {}  # per budget cluster not sampled: the same in every pass
     for _ in range(REFINE_PASSES):

@@ -6,11 +6,13 @@ The Label Studio API key is never part of the file: it comes from ``LABEL_STUDIO
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from curate_loop.curation.objectives import Objectives
 from curate_loop.errors import InvalidInputError
 
 
@@ -38,6 +40,12 @@ class Embeddings(_Strict):
         return value
 
 
+# Strengths of the combined selection: Objectives' defaults (its docstring says where they were chosen).
+DEFAULT_DIVERSITY = Objectives.diversity
+DEFAULT_UNCERTAINTY = Objectives.uncertainty
+DEFAULT_CLASS_BALANCE = Objectives.class_balance
+
+
 class Curation(_Strict):
     budget: int = Field(50, ge=1, description="samples per batch")
     strategy: Literal["cluster_balanced", "typicality", "kcenter", "random"] = "cluster_balanced"
@@ -46,6 +54,25 @@ class Curation(_Strict):
                                             "skipped (strategy cluster_balanced; the others pick without it)")
     min_cluster_size: int | None = Field(None, ge=2, description="null: sqrt(pool size) / 3")
     batch_prefix: str = "batch"
+    # strengths of the objectives a batch combines when the model section gives predictions (else: diversity only)
+    diversity: float = Field(DEFAULT_DIVERSITY, ge=0, description="cluster-balanced coverage of the embeddings")
+    uncertainty: float = Field(DEFAULT_UNCERTAINTY, ge=0, description="the model's uncertainty on each sample")
+    class_balance: float = Field(DEFAULT_CLASS_BALANCE, ge=0, description="pull the batch's predicted classes "
+                                 "towards class_target")
+    uncertainty_score: Literal["margin", "least_confidence", "entropy"] = "margin"
+    class_target: Literal["uniform"] | dict[str, float] = Field(
+        "uniform", description="uniform, or {class: share} (shares > 0; normalised to sum to 1)")
+
+    @field_validator("class_target")
+    @classmethod
+    def _shares(cls, value):
+        if isinstance(value, dict):
+            if not value:
+                raise ValueError("give at least one {class: share}, or 'uniform'")
+            bad = {c: s for c, s in value.items() if not s > 0}
+            if bad:
+                raise ValueError(f"shares must be > 0; got {bad}")
+        return value
 
     @field_validator("batch_prefix")
     @classmethod
@@ -69,6 +96,9 @@ class Mislabels(_Strict):
 
 
 class LabelStudio(_Strict):
+    # auto: a sample's own labels when it has some, else the model's predictions; predictions: always the model's;
+    # labels: never the model's (today's behaviour)
+    pre_annotations: Literal["auto", "predictions", "labels"] = "auto"
     url: str | None = Field(None, description="null: start the local server; else e.g. http://127.0.0.1:8080")
     # local_files: served from disk when under the server's local-files root, else uploaded; upload: every local file
     # uploaded (a server on another machine); cloud: filepaths must be s3:// gs:// azure-blob:// http(s):// URLs
@@ -82,6 +112,73 @@ class LabelStudio(_Strict):
         return value
 
 
+_CALLABLE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+MODEL_BUILTINS = ("linear_probe",)
+
+
+class Model(_Strict):
+    """The model in the loop: trained (or run) each iteration after the pull, before curation; it writes ``field``.
+
+    Exactly one of ``builtin`` / ``callable`` / ``command``; or none of them with ``field`` given, for predictions
+    written elsewhere (e.g. FiftyOne's ``apply_model``), which the loop only reads."""
+
+    builtin: Literal["linear_probe"] | None = Field(None, description="logistic regression on the embeddings")
+    callable: str | None = Field(None, description="package.module:function, called as fn(dataset, labeled_view, "
+                                 "pool_view, field)")
+    command: str | None = Field(None, description="a shell command; CURATE_LOOP_DATASET, CURATE_LOOP_FIELD, "
+                                "CURATE_LOOP_LABEL_FIELD, CURATE_LOOP_LABELED_VIEW, CURATE_LOOP_POOL_VIEW in its env")
+    field: str = "predictions"
+    proposals: str | None = Field(None, description="builtin on a Detections label_field: the Detections field whose "
+                                  "boxes it classifies")
+
+    @field_validator("callable")
+    @classmethod
+    def _importable(cls, value: str | None) -> str | None:
+        if value is not None and not _CALLABLE.match(value):
+            raise ValueError("must look like package.module:function, e.g. curate_loop.examples.detector:predict")
+        return value
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("field", "proposals")
+    @classmethod
+    def _field_name(cls, value: str | None) -> str | None:
+        if value is not None and not value.isidentifier():
+            raise ValueError("use letters, digits and underscores (a top-level field of the dataset)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "Model":
+        given = [k for k in ("builtin", "callable", "command") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of builtin, callable, command; got {' and '.join(given)}")
+        if not given and "field" not in self.model_fields_set:
+            raise ValueError("give builtin (e.g. linear_probe), callable, command, or the field other tools write "
+                             "predictions to (e.g. field: predictions)")
+        if self.proposals is not None and self.builtin is None:
+            raise ValueError("proposals is read by builtin: linear_probe only (a callable or command finds its own "
+                             "boxes)")
+        if self.proposals is not None and self.proposals == self.field:
+            raise ValueError(f"proposals and field are both {self.field!r}: the predictions would overwrite the "
+                             "boxes they classify; choose another field")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """builtin, callable, command or field."""
+        return next((k for k in ("builtin", "callable", "command") if getattr(self, k) is not None), "field")
+
+    @property
+    def name(self) -> str:
+        """What the iteration records: linear_probe, package.module:function, the command, or the field."""
+        return str(getattr(self, self.kind))
+
+
 class Manifest(_Strict):
     dataset: str = Field(min_length=1)
     label_field: str = "ground_truth"
@@ -92,6 +189,7 @@ class Manifest(_Strict):
     curation: Curation = Field(default_factory=Curation)
     mislabels: Mislabels = Field(default_factory=Mislabels)
     labelstudio: LabelStudio = Field(default_factory=LabelStudio)
+    model: Model | None = None  # absent: no model step, batches by diversity alone
     _source: str | None = PrivateAttr(None)  # the file it was read from: the App's loop panel finds it again
 
     @property
@@ -113,6 +211,23 @@ class Manifest(_Strict):
             raise ValueError(f"mislabels.reannotate_batch {name!r} looks like a batch the loop picks "
                              f"({prefix}_NN); choose another name, e.g. 'reannotate'")
         return self
+
+    @model_validator(mode="after")
+    def _model_fields(self) -> "Manifest":
+        if self.model is not None and self.label_field in (self.model.field, self.model.proposals):
+            raise ValueError(f"model.field / model.proposals must not be label_field {self.label_field!r}: the model "
+                             "would overwrite the labels")
+        target = self.curation.class_target
+        unknown = sorted(set(target) - set(self.classes)) if isinstance(target, dict) else []
+        if unknown:
+            raise ValueError(f"curation.class_target names classes that are not in classes: {unknown}")
+        return self
+
+    def objectives(self) -> Objectives:
+        """The strengths of ``curation`` as the combined selection takes them."""
+        c = self.curation
+        return Objectives(diversity=c.diversity, uncertainty=c.uncertainty, class_balance=c.class_balance,
+                          uncertainty_score=c.uncertainty_score, class_target=c.class_target)
 
     def batch_name(self, iteration: int) -> str:
         return f"{self.curation.batch_prefix}_{iteration:02d}"

@@ -1,7 +1,12 @@
 """One iteration of the active-learning loop, as ``curate-loop run manifest.yml`` runs it:
 
-    pull finished batches -> embed what is new -> mislabel scan -> curate the next batch -> push it
-                                                                     -> push the re-annotation batch
+    pull finished batches -> embed what is new -> model step -> mislabel scan -> curate the next batch -> push it
+                                                                                   -> push the re-annotation batch
+
+The model step (manifest ``model:``, optional) trains or runs the model on the labels and writes its predictions
+for the pool (:mod:`curate_loop.runs.model_step`); curation then combines diversity with the model's uncertainty
+and predicted classes (``curation.*`` strengths), and the push sends the predictions as pre-annotations for samples
+without labels (``labelstudio.pre_annotations``). Without a model section: diversity alone, no model regions.
 
 Every step is idempotent, so a crash anywhere is repaired by running again: a pull applies only what changed
 since the last one, embeddings add only missing vectors (and re-embed boxes that moved), a batch that this loop
@@ -37,6 +42,9 @@ class IterationSummary:
     batch: str
     pulled: dict = field(default_factory=dict)  # batch -> counts of what the pull changed
     embedded: int = 0
+    model: dict | None = None  # the model step (ModelStepRecord.to_dict()); None without a model section
+    batch_mode: str | None = None  # how the batch was picked: "combined", or "diversity only: <why>"
+    batch_contributions: dict = field(default_factory=dict)  # what each objective contributed (BatchSummary)
     suspects: int | None = None
     selected: int = 0
     reused_batch: bool = False
@@ -193,6 +201,13 @@ def run_iteration(manifest: Manifest, *, simulate_annotator: bool = False, truth
         _maybe_crash(crash_after, "pull")
         step(0.2, "embedding new samples")
         summary.embedded = _embed(dataset, manifest)
+        if manifest.model is not None:
+            from curate_loop.runs.model_step import run_model_step
+
+            doing = "reading" if manifest.model.kind == "field" else "training"
+            step(0.35, f"model step: {doing} {manifest.model.name}")
+            summary.model = run_model_step(dataset, manifest, iteration).to_dict()
+        _maybe_crash(crash_after, "model")
         if manifest.mislabels.enabled:
             step(0.45, "scanning labels for mislabels")
             summary.suspects = _scan(dataset, manifest)
@@ -204,14 +219,14 @@ def run_iteration(manifest: Manifest, *, simulate_annotator: bool = False, truth
         answer = []
         if picked:
             step(0.8, f"pushing {summary.batch}")
-            summary.pushed = _push(dataset, manifest, summary.batch, ls_url, ls_key).created
+            summary.pushed = _push(dataset, manifest, summary.batch, ls_url, ls_key, summary.model).created
             answer.append(summary.batch)
         _maybe_crash(crash_after, "push")
         reannotate = manifest.mislabels.reannotate_batch
         if reannotate in pending_reannotation(dataset, reannotate):
             step(0.85, f"pushing the re-annotation batch {reannotate}")
             summary.reannotate_batch = reannotate
-            summary.reannotate_pushed = _push(dataset, manifest, reannotate, ls_url, ls_key).created
+            summary.reannotate_pushed = _push(dataset, manifest, reannotate, ls_url, ls_key, summary.model).created
             answer.append(reannotate)
         if simulate_annotator and answer:
             from curate_loop.loop.simulate import answer_batch
@@ -224,12 +239,15 @@ def run_iteration(manifest: Manifest, *, simulate_annotator: bool = False, truth
     return summary
 
 
-def _push(dataset, manifest: Manifest, batch: str, url: str | None, api_key: str | None):
-    """Push ``batch`` with the manifest's label field, classes and media mode."""
+def _push(dataset, manifest: Manifest, batch: str, url: str | None, api_key: str | None, model: dict | None):
+    """Push ``batch`` with the manifest's label field, classes and media mode, and the predictions of ``model`` (a
+    model step record) as pre-annotations where ``labelstudio.pre_annotations`` asks for them."""
     from curate_loop.runs.labelstudio import push_batch
 
     return push_batch(dataset, batch, manifest.label_field, url=url, api_key=api_key, classes=manifest.classes,
-                      media=manifest.labelstudio.media)
+                      media=manifest.labelstudio.media, predictions_field=model["field"] if model else None,
+                      model_version=model["model_version"] if model else None,
+                      pre_annotations=manifest.labelstudio.pre_annotations)
 
 
 def _notices(dataset, manifest: Manifest) -> list[str]:
@@ -279,7 +297,11 @@ def _labelstudio(manifest: Manifest, dataset, url: str | None, api_key: str | No
 
 def _pull_counts(pull: dict) -> dict:
     counts = {k: v for k, v in pull.items() if isinstance(v, (int, float, str)) and k != "pulled_at"}
-    return {**counts, "conflicts": len(pull.get("conflicts") or []), "outside_classes": pull.get("outside_classes") or {}}
+    counts = {**counts, "conflicts": len(pull.get("conflicts") or []),
+              "outside_classes": pull.get("outside_classes") or {}}
+    if pull.get("model_assist"):  # how annotators changed the model's regions (the loop report shows the rate)
+        counts["model_assist"] = pull["model_assist"]
+    return counts
 
 
 def pulled_since(dataset, since: float) -> dict:
@@ -369,8 +391,11 @@ def _curate(dataset, manifest: Manifest, summary: IterationSummary) -> bool:
     picked = select_batch(dataset, summary.batch, k, manifest.embeddings.key,
                           strategy=manifest.curation.strategy, label_field=manifest.label_field,
                           near_dup_threshold=manifest.curation.near_duplicate_threshold,
-                          min_cluster_size=manifest.curation.min_cluster_size)
+                          min_cluster_size=manifest.curation.min_cluster_size,
+                          predictions_field=manifest.model.field if manifest.model else None,
+                          objectives=manifest.objectives(), classes=manifest.classes)
     summary.selected, summary.report_path = picked.picked, picked.report_path
+    summary.batch_mode, summary.batch_contributions = picked.mode, picked.contributions
     return True
 
 
@@ -439,8 +464,15 @@ def unpushed_batches(dataset, reannotate_batch: str | None = None) -> list[str]:
 def push_pending(dataset, manifest: Manifest, url: str | None, api_key: str | None) -> dict:
     """Push every picked batch that is not in Label Studio yet, and the samples of the re-annotation batch that have
     no task yet; batch -> tasks created."""
-    return {batch: _push(dataset, manifest, batch, url, api_key).created
+    model = _latest_model(dataset) if manifest.model is not None else None
+    return {batch: _push(dataset, manifest, batch, url, api_key, model).created
             for batch in unpushed_batches(dataset, manifest.mislabels.reannotate_batch)}
+
+
+def _latest_model(dataset) -> dict | None:
+    """The model step record of the latest iteration that ran one: whose predictions the dataset holds now."""
+    runs = [it for it in sorted(history(dataset), key=lambda it: it["iteration"]) if it.get("model")]
+    return runs[-1]["model"] if runs else None
 
 
 def status(manifest: Manifest, *, url: str | None = None, api_key: str | None = None, top_suspects: int = 5) -> dict:

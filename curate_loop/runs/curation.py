@@ -7,6 +7,12 @@ is written, so a failure leaves the dataset as it was.
 
 The pool is the samples of the given view with a vector that are neither labeled (``label_field`` set) nor queued
 in an earlier batch, nor near-duplicates marked not to keep (:func:`curate_loop.runs.duplicates.find_duplicates`).
+
+With a predictions field (a model's ``Classification`` or ``Detections``, :mod:`curate_loop.runs.predictions`), the
+cluster-balanced strategy becomes :func:`curate_loop.curation.combined.select_combined`: diversity, the model's
+uncertainty and predicted-class balance, each with its strength (``Objectives``). Without predictions on the pool,
+or with nothing labeled yet (a model trained on nothing knows nothing), it stays pure diversity, and the batch's
+``mode`` says why.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from curate_loop.curation.combined import MODE_COMBINED
+from curate_loop.curation.objectives import Objectives
 from curate_loop.curation.clustering import cluster_embeddings
 from curate_loop.curation.strategies import (DEFAULT_NEAR_DUP_THRESHOLD, REASON_REPRESENTATIVE,
                                              select_cluster_balanced, select_kcenter, select_random,
@@ -53,9 +61,29 @@ class BatchSummary:
     # the pool it was picked from, in disjoint counts (``PoolState.counts``): labeled, queued, excluded, available
     pool: dict = field(default_factory=dict)
     notice: str | None = None  # random_weights_notice of the embeddings it was picked with
+    # "combined", or "<strategy> only: <why the model took no part>" (e.g. "diversity only: nothing labeled yet")
+    mode: str = ""
+    # per objective the documented figure of curate_loop.curation.combined (None where it had no input):
+    # diversity = coverage gain, uncertainty = mean percentile rank in the pool, class_balance = distance to target
+    contributions: dict = field(default_factory=dict)
+    # {"batch": {class: samples}, "pool": {class: samples}} of predicted classes ({} without predictions)
+    class_histogram: dict = field(default_factory=dict)
+    # {"field", "score" (the one used), "note", "batch_mean", "pool_mean", "without_predictions"} ({} without)
+    uncertainty: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+CONTRIBUTION_LABELS = {"diversity": "diversity (coverage gain)", "uncertainty": "uncertainty (percentile in pool)",
+                       "class_balance": "class balance (distance to target)",
+                       "class_balance_pool": "pool's distance to target"}
+
+
+def contributions_line(contributions: dict) -> str:
+    """``BatchSummary.contributions`` on one line, for the CLI and the App; objectives without input left out."""
+    return ", ".join(f"{CONTRIBUTION_LABELS.get(name, name)} {value:.2f}" for name, value in contributions.items()
+                     if value is not None)
 
 
 def batch_view_name(name: str) -> str:
@@ -66,12 +94,17 @@ def batch_view_name(name: str) -> str:
 def select_batch(samples, name: str, k: int, embeddings_key: str = "clip", *, strategy: str = "cluster_balanced",
                  label_field: str | None = None, class_field: str | None = None,
                  near_dup_threshold: float | None = DEFAULT_NEAR_DUP_THRESHOLD, min_cluster_size: int | None = None,
-                 seed: int = 0, overwrite: bool = False, report: bool = True,
-                 progress: Progress | None = None) -> BatchSummary:
+                 seed: int = 0, overwrite: bool = False, report: bool = True, progress: Progress | None = None,
+                 predictions_field: str | None = None, objectives: Objectives | None = None,
+                 classes: list[str] | None = None) -> BatchSummary:
     """Pick ``k`` samples of ``samples`` to label next, tag them with batch ``name`` and write the report.
 
     ``min_cluster_size``: the smallest group that counts as a cluster of its own (default ``sqrt(n) / 3``, which
-    grows with the pool: lower it to see finer clusters in a large one)."""
+    grows with the pool: lower it to see finer clusters in a large one).
+    ``predictions_field``: a model's Classification or Detections field; with the cluster-balanced strategy, some
+    labeled samples and predictions on the pool, the batch combines diversity, uncertainty and class balance with
+    the strengths of ``objectives`` (default ``Objectives()``); otherwise ``mode`` says why it did not.
+    ``classes``: the class names in the order of the predictions' logits (the manifest's), for class balance."""
     started = time.perf_counter()
     step = progress or (lambda fraction, label: None)
     dataset = samples._dataset
@@ -95,10 +128,21 @@ def select_batch(samples, name: str, k: int, embeddings_key: str = "clip", *, st
         raise InvalidInputError(f"k must be between 1 and the {available} samples available to pick (not labeled, "
                                 f"queued or excluded), got {k!r}.")
 
+    objectives = Objectives() if objectives is None else objectives
+    if not isinstance(objectives, Objectives):
+        raise InvalidInputError(f"objectives must be a curate_loop.curation.objectives.Objectives, got "
+                                f"{type(objectives).__name__}.")
+    step(0.1, "reading predictions" if predictions_field else "no predictions")
+    model = _model_inputs(samples, ids, state, strategy, predictions_field, classes, objectives.uncertainty_score)
     step(0.15, f"clustering {len(ids)} samples")
     clusters = cluster_embeddings(vectors, min_cluster_size=min_cluster_size, seed=seed)
-    step(0.45, f"selecting {k} with {strategy}")
-    picks, reasons, skipped = _pick(strategy, vectors, k, clusters, state, near_dup_threshold, seed)
+    step(0.45, f"selecting {k} ({model.mode})")
+    if model.mode == MODE_COMBINED:
+        picks, reasons, skipped, model.mode = _pick_combined(vectors, k, clusters, state, model, objectives,
+                                                             near_dup_threshold, seed)
+    else:
+        picks, reasons, skipped = _pick(strategy, vectors, k, clusters, state, near_dup_threshold, seed)
+    contributions, class_histogram, uncertainty = _model_figures(vectors, state, picks, model, objectives)
 
     step(0.6, "edge cases and saturation")
     saturation = _saturation(vectors, clusters, state.covered, picks, seed)
@@ -119,6 +163,7 @@ def select_batch(samples, name: str, k: int, embeddings_key: str = "clip", *, st
         near_duplicates_skipped=skipped, without_vectors=without_vectors, saturation=saturation,
         coverage=metrics.get("summary", {}), view_name=batch_view_name(name),
         sample_ids=ids[picks].tolist(), pool=state.counts(), notice=random_weights_notice(dataset, embeddings_key),
+        mode=model.mode, contributions=contributions, class_histogram=class_histogram, uncertainty=uncertainty,
     )
     html = None
     if report:
@@ -137,7 +182,7 @@ def select_batch(samples, name: str, k: int, embeddings_key: str = "clip", *, st
         summary.report_path = str(write_report(html, report_path(dataset, name)))
     summary.seconds = round(time.perf_counter() - started, 2)
     _record(dataset, name, summary, metrics, embeddings_key, label_field, class_field, near_dup_threshold,
-            min_cluster_size, seed)
+            min_cluster_size, seed, predictions_field, objectives)
     step(1.0, f"batch {name!r}: {len(picks)} samples")
     return summary
 
@@ -157,6 +202,96 @@ def _pick(strategy, vectors, k, clusters, state, near_dup_threshold, seed):
     else:
         rows = select_typicality(vectors, k, labeled_idx=unavailable, seed=seed)
     return rows, [strategy if strategy != "typicality" else REASON_REPRESENTATIVE] * len(rows), 0
+
+
+@dataclass
+class _ModelInputs:
+    """What the predictions give the selection: ``mode`` (combined, or why not), and when readable the arrays, the
+    per-row uncertainty (NaN where a row has no prediction), the score used and a note when it is not the one asked
+    for."""
+
+    mode: str
+    field: str | None = None
+    arrays: object = None  # curate_loop.runs.predictions.PredictionArrays
+    scores: np.ndarray | None = None
+    score: str | None = None
+    note: str | None = None
+
+
+def _model_inputs(samples, ids, state, strategy, predictions_field, classes, score) -> _ModelInputs:
+    """Read ``predictions_field`` for the rows ``ids`` and decide the mode. A field of the wrong kind is an error
+    (before anything is written); a missing or empty one, or nothing labeled yet, means diversity alone."""
+    from curate_loop.runs.predictions import prediction_kind, read_prediction_arrays
+
+    alone = "diversity only" if strategy == "cluster_balanced" else f"{strategy} only"
+    if predictions_field is None:
+        return _ModelInputs(f"{alone}: no predictions field given")
+    if predictions_field == state.label_field:
+        raise InvalidInputError(f"The predictions field {predictions_field!r} is the label field; pass the field the "
+                                "model writes its predictions to (manifest `model.field`, e.g. predictions).")
+    if prediction_kind(samples, predictions_field) is None:
+        return _ModelInputs(f"{alone}: no predictions field {predictions_field!r} yet", predictions_field)
+    arrays = read_prediction_arrays(samples, ids, predictions_field, classes)
+    scores, used, note = arrays.uncertainty(score)
+    model = _ModelInputs("", predictions_field, arrays, scores, used, note)
+    if not (arrays.present & state.available).any():
+        model.mode = f"{alone}: no predictions in {predictions_field!r} on the pool yet"
+    elif not state.labeled.any():
+        model.mode = f"{alone}: nothing labeled yet"
+    elif strategy != "cluster_balanced":
+        model.mode = f"{alone}: the {strategy} strategy takes no predictions (cluster_balanced combines them)"
+    else:
+        model.mode = MODE_COMBINED
+    return model
+
+
+def _pick_combined(vectors, k, clusters, state, model, objectives, near_dup_threshold, seed):
+    """``(rows, reasons, near-duplicates skipped, mode)`` of :func:`select_combined` (its mode: "combined", or
+    "diversity only: uncertainty strength 0"). Pool rows without a prediction get the pool's median uncertainty:
+    neither sought nor avoided."""
+    from curate_loop.curation.combined import select_combined
+
+    scores = model.scores.copy()
+    known = ~np.isnan(scores)
+    scores[~known] = float(np.median(scores[known & state.available])) if (known & state.available).any() else 0.0
+    result = select_combined(vectors, k, objectives=objectives, uncertainty=scores,
+                             predicted_classes=model.arrays.predicted_classes, class_names=model.arrays.classes,
+                             labeled_idx=np.flatnonzero(state.covered),
+                             exclude_idx=np.flatnonzero(state.excluded & ~state.covered), clusters=clusters,
+                             seed=seed, near_dup_threshold=near_dup_threshold)
+    return result.indices, [str(r) for r in result.reasons], int(result.near_duplicates_skipped), result.mode
+
+
+def _model_figures(vectors, state, picks, model, objectives) -> tuple[dict, dict, dict]:
+    """``(contributions, class_histogram, uncertainty)`` of the batch, the same figures in every mode (those of
+    :mod:`curate_loop.curation.combined`), so a diversity-only batch can be compared with a combined one."""
+    from curate_loop.curation.combined import coverage_gain, uncertainty_percentile
+    from curate_loop.curation.objectives import target_shares, total_variation
+    from curate_loop.vectors import normalize_rows
+
+    pool = state.available
+    contributions = {"diversity": coverage_gain(normalize_rows(vectors, zero_rows="raise"), state.covered, pool,
+                                                picks),
+                     "uncertainty": None, "class_balance": None, "class_balance_pool": None}
+    if model.arrays is None:
+        return contributions, {}, {}
+    arrays, scores = model.arrays, model.scores
+    known = ~np.isnan(scores)
+    pool_known = pool & known
+    picked_known = picks[known[picks]]
+    if pool_known.any() and len(picked_known):
+        contributions["uncertainty"] = uncertainty_percentile(np.nan_to_num(scores), pool_known, picked_known)
+    histogram = {"batch": arrays.class_counts(picks), "pool": arrays.class_counts(np.flatnonzero(pool))}
+    with np.errstate(invalid="ignore", divide="ignore"):  # a class_target naming none of the classes: no figure
+        target = target_shares(objectives, arrays.classes)
+    if np.isfinite(target).all():
+        contributions["class_balance"] = total_variation(np.array(list(histogram["batch"].values())), target)
+        contributions["class_balance_pool"] = total_variation(np.array(list(histogram["pool"].values())), target)
+    uncertainty = {"field": model.field, "score": model.score, "note": model.note,
+                   "batch_mean": round(float(scores[picked_known].mean()), 4) if len(picked_known) else None,
+                   "pool_mean": round(float(scores[pool_known].mean()), 4) if pool_known.any() else None,
+                   "without_predictions": int((pool & ~arrays.present).sum())}
+    return contributions, histogram, uncertainty
 
 
 def _saturation(vectors, clusters, covered, picks, seed) -> dict:
@@ -202,10 +337,11 @@ def _write_batch(dataset, name: str, sample_ids: np.ndarray, reasons: list[str],
 
 
 def _record(dataset, name, summary, metrics, embeddings_key, label_field, class_field, near_dup_threshold,
-            min_cluster_size, seed):
+            min_cluster_size, seed, predictions_field, objectives):
     config = dataset.init_run(method=METHOD, embeddings_key=embeddings_key, strategy=summary.strategy, k=summary.k,
                               label_field=label_field, class_field=class_field,
-                              near_dup_threshold=near_dup_threshold, min_cluster_size=min_cluster_size, seed=seed)
+                              near_dup_threshold=near_dup_threshold, min_cluster_size=min_cluster_size, seed=seed,
+                              predictions_field=predictions_field, objectives=asdict(objectives))
     dataset.register_run(name, config, overwrite=True, cleanup=False)
     results = {k: v for k, v in summary.to_dict().items() if k != "sample_ids"}
     results["metrics"] = metrics
@@ -222,7 +358,8 @@ def list_batches(dataset) -> list[dict]:
         rows.append({"name": name, "strategy": results.strategy, "picked": results.picked,
                      "created_at": getattr(results, "created_at", 0.0), "report_path": results.report_path,
                      "saturation": results.saturation, "clusters_reached": results.clusters_reached,
-                     "clusters": results.clusters})
+                     "clusters": results.clusters, "mode": getattr(results, "mode", ""),
+                     "contributions": getattr(results, "contributions", {})})
     return sorted(rows, key=lambda row: row["created_at"])
 
 

@@ -12,7 +12,9 @@ each pull (with the labels it replaced, so a pull can be undone) and the batch's
 A pull reads everything before it writes anything: when the server stops answering mid-way the dataset is left as
 it was and the error says what to re-run. Labels that a pull writes carry ``ls_annotator`` and ``ls_annotated_at``;
 labels born in Label Studio also carry ``ls_region_id`` (how a second pull recognises them: pulling twice changes
-nothing). The API key is never stored: the run records the server URL only. Pushes of one batch hold a lock
+nothing). Tasks pre-annotated with a model's predictions are recorded with their regions, and each pull measures
+how the annotators changed them (``model_assist``: accepted, relabeled, moved, deleted, added per class). The API
+key is never stored: the run records the server URL only. Pushes of one batch hold a lock
 (:mod:`curate_loop.adapters.labelstudio.locks`), so two at once never import the same samples twice.
 """
 
@@ -26,13 +28,14 @@ from dataclasses import asdict, dataclass, field
 import bson
 from bson import json_util
 
+from curate_loop.adapters.labelstudio import assist
 from curate_loop.adapters.labelstudio import tasks as ls_tasks
 from curate_loop.adapters.labelstudio.client import BATCH_KEY, DATASET_KEY, SAMPLE_KEY, Connection, connect
 from curate_loop.adapters.labelstudio.errors import (LabelStudioAPIError, LabelStudioKeyMissing, LabelStudioSyncError,
                                                      LabelStudioUnreachable)
 from curate_loop.adapters.labelstudio.labelconfig import IMAGE_KEY
-from curate_loop.adapters.labelstudio.mapping import (Region, classification_region, detection_region, parse_result,
-                                                      same_box)
+from curate_loop.adapters.labelstudio.mapping import (Region, classification_region, detection_region, model_prediction,
+                                                      parse_result, same_box, stored_region)
 from curate_loop.adapters.labelstudio.reconcile import DEFAULT_POLICY, Annotation, check_policy, reconcile
 from curate_loop.errors import InvalidInputError
 from curate_loop.runs.embeddings import Progress
@@ -43,6 +46,7 @@ METHOD = "curate_loop.labelstudio"
 STATES = ("pushed", "in_progress", "annotated", "pulled")
 SCORE_FIELDS = {"mislabel_score": "mislabel_max", "edge_score": "edge_score", "curation_score": "curation_score"}
 ANNOTATOR, ANNOTATED_AT, REGION_ID = "ls_annotator", "ls_annotated_at", "ls_region_id"
+PRE_ANNOTATIONS = ("auto", "predictions", "labels")
 
 
 def run_key(batch: str) -> str:
@@ -62,6 +66,12 @@ class PushSummary:
     already_there: int
     duplicates_deleted: int
     uploaded: int = 0  # images uploaded because the server could not read them from disk or the cloud
+    # tasks of the batch whose pre-annotation is the model's predictions, and their regions
+    model_tasks: int = 0
+    model_regions: int = 0
+    model_version: str | None = None
+    # predicted regions left out of this push's new tasks because the project offers no such class: class -> n
+    dropped_prediction_classes: dict = field(default_factory=dict)
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -84,6 +94,10 @@ class PullSummary:
     # pulled labels whose class the manifest's ``classes`` lack: class -> count (applied all the same: the annotator
     # chose them; reported so the manifest or the labels get fixed)
     outside_classes: dict = field(default_factory=dict)
+    # how the annotators changed the model's pre-annotations (``adapters.labelstudio.assist``): {"model_version",
+    # "per_class": {cls: {accepted, relabeled, moved, deleted, added, predicted}}, "totals": {..., tasks, rate}},
+    # over every applied task of the batch that had model predictions; None when none had
+    model_assist: dict | None = None
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -124,8 +138,11 @@ def _label_dicts(doc: dict | None, kind: str) -> list[dict]:
 # -- push ----------------------------------------------------------------------------------------------------------
 def push_batch(dataset, batch: str, label_field: str, *, url: str | None = None, api_key: str | None = None,
                connection: Connection | None = None, document_root=None, classes=None, media: str = "local_files",
-               chunk_size: int = ls_tasks.CHUNK_SIZE, progress: Progress | None = None) -> PushSummary:
-    """Send batch ``batch`` of ``dataset`` to Label Studio, its ``label_field`` labels as pre-annotations.
+               chunk_size: int = ls_tasks.CHUNK_SIZE, predictions_field: str | None = None,
+               model_version: str | None = None, pre_annotations: str = "auto",
+               progress: Progress | None = None) -> PushSummary:
+    """Send batch ``batch`` of ``dataset`` to Label Studio, its ``label_field`` labels (or a model's predictions) as
+    pre-annotations.
 
     Safe to repeat and to resume: samples that already have a task of this batch are not imported again, and a
     sample never ends with two tasks; a second push of the same batch while one runs stops at once
@@ -138,6 +155,15 @@ def push_batch(dataset, batch: str, label_field: str, *, url: str | None = None,
     every class the dataset knows for ``label_field``. ``media`` (the manifest's ``labelstudio.media``):
     ``"local_files"`` serves files under the server's root from disk and uploads the rest, ``"upload"`` uploads every
     local file, ``"cloud"`` refuses local files.
+
+    Model pre-annotations: ``predictions_field`` (the model step's field, same kind as ``label_field``) gives a
+    sample's pre-annotation when ``pre_annotations`` (the manifest's ``labelstudio.pre_annotations``) says so:
+    ``"auto"`` for samples without ``label_field`` labels (the pool), ``"predictions"`` for every sample the model
+    predicted, ``"labels"`` never. Such a task's prediction carries ``model_version`` (default: the field's name), a
+    ``score`` per region (its confidence) and the mean confidence as the task's score; predicted regions of classes
+    the project lacks are left out and counted (``dropped_prediction_classes``). The push record keeps each such
+    task's regions, so the pull can measure how annotators changed them (``PullSummary.model_assist``). A field the
+    model has not written yet gives no model pre-annotations (the labels, as without a model).
     """
     from curate_loop.adapters.labelstudio.locks import batch_lock
 
@@ -145,6 +171,7 @@ def push_batch(dataset, batch: str, label_field: str, *, url: str | None = None,
     step = progress or (lambda fraction, label: None)
     dataset = dataset._dataset
     kind = label_kind(dataset, label_field)
+    model = _model_source(dataset, label_field, kind, predictions_field, model_version, pre_annotations)
     members = batch_members(dataset, batch)
     step(0.02, "reading the batch")
     if members.exists("metadata.width", False).count():
@@ -160,23 +187,66 @@ def push_batch(dataset, batch: str, label_field: str, *, url: str | None = None,
             raise InvalidInputError(f"Batch {batch!r} was pushed with label field {record['label_field']!r}; push "
                                     f"it with that field, or pick another batch for {label_field!r}.")
         try:
-            summary, task_ids = _push(dataset, members, batch, label_field, kind, classes, media, url, api_key,
-                                      connection, document_root, chunk_size, step)
+            summary, task_ids, predicted = _push(dataset, members, batch, label_field, kind, classes, media, url,
+                                                 api_key, connection, document_root, chunk_size, step, model)
         except (LabelStudioUnreachable, LabelStudioAPIError) as exc:
             raise type(exc)(f"{exc} {rerun}") from exc
+        model_tasks = _model_tasks(record, task_ids, predicted, summary)
         summary.seconds = round(time.perf_counter() - started, 2)
-        _save_push(dataset, batch, summary, task_ids, record, classes if given else None)
+        _save_push(dataset, batch, summary, task_ids, record, classes if given else None, model_tasks)
     step(1.0, f"{summary.tasks} tasks in project {summary.project_id}")
     return summary
 
 
+def _model_source(dataset, label_field: str, kind: str, predictions_field: str | None, model_version: str | None,
+                  pre_annotations: str) -> dict | None:
+    """``{"field", "model_version", "mode"}`` when the push may use model predictions, else None; a predictions field
+    of another kind than ``label_field`` is refused before anything is pushed."""
+    if pre_annotations not in PRE_ANNOTATIONS:
+        raise InvalidInputError(f"push: pre_annotations={pre_annotations!r}; choose one of {PRE_ANNOTATIONS} "
+                                "(labelstudio.pre_annotations in the manifest).")
+    if predictions_field is None or pre_annotations == "labels" or not dataset.has_field(predictions_field):
+        return None
+    predicted_kind = _label_kind(dataset, predictions_field,
+                                 needed_for=": model pre-annotations need Detections or a Classification.")
+    if predicted_kind != kind:
+        raise InvalidInputError(f"push: the predictions field {predictions_field!r} holds {predicted_kind} but the "
+                                f"label field {label_field!r} holds {kind}; nothing was pushed. Point model.field at "
+                                f"a {kind} field (or fix the model so it writes {kind}).")
+    return {"field": predictions_field, "model_version": model_version or predictions_field, "mode": pre_annotations}
+
+
+def _model_tasks(record: dict | None, task_ids: dict, predicted: dict, summary: PushSummary) -> dict:
+    """task id -> ``{"model_version", "regions"}`` for the batch's tasks whose pre-annotation is the model's: those
+    the record knew, and those new to it that were built with model predictions (a task already on the server is
+    never imported again, so what it was built with stays true). Fills the summary's model counts."""
+    known = dict((record or {}).get("model_predictions") or {})
+    recorded_tasks = {str(t) for t in ((record or {}).get("task_ids") or {}).values()}
+    dropped: dict[str, int] = {}
+    for sample_id, task_id in task_ids.items():
+        entry = predicted.get(sample_id)
+        if entry is None or str(task_id) in recorded_tasks:
+            continue
+        known[str(task_id)] = {"model_version": entry["model_version"], "regions": entry["regions"]}
+        for cls, n in entry["dropped"].items():
+            dropped[cls] = dropped.get(cls, 0) + n
+    batch_tasks = {str(t) for t in task_ids.values()}
+    mine = {t: e for t, e in known.items() if t in batch_tasks}
+    summary.model_tasks = len(mine)
+    summary.model_regions = sum(len(e["regions"]) for e in mine.values())
+    versions = sorted({e["model_version"] for e in mine.values()})
+    summary.model_version = ", ".join(versions) or None
+    summary.dropped_prediction_classes = dict(sorted(dropped.items()))
+    return known
+
+
 def _push(dataset, members, batch, label_field, kind, classes, media, url, api_key, connection, document_root,
-          chunk_size, step) -> tuple[PushSummary, dict]:
+          chunk_size, step, model=None) -> tuple[PushSummary, dict, dict]:
     """The server side of :func:`push_batch`: project, media, tab, tasks."""
     # The batch is read from MongoDB while the server finds or creates the project: neither waits for the other.
     with ThreadPoolExecutor(1) as pool:
         building = pool.submit(_build_tasks, dataset, members, batch, label_field, kind,
-                               ls_tasks.document_root(document_root), media)
+                               ls_tasks.document_root(document_root), media, model, classes)
         conn = connection or connect(url, api_key)
         try:
             step(0.1, "preparing the project")
@@ -184,7 +254,7 @@ def _push(dataset, members, batch, label_field, kind, classes, media, url, api_k
                                                      _known_project(dataset, label_field, conn.url),
                                                      dataset_id=str(dataset._doc.id))
             tasks = building.result()
-            urls, folders = tasks.pop("urls"), tasks.pop("folders")
+            urls, folders, predicted = tasks.pop("urls"), tasks.pop("folders"), tasks.pop("predicted")
             for folder in folders:
                 first_local = next(u for u in urls if u and u.startswith(ls_tasks.LOCAL_FILES_PREFIX))
                 ls_tasks.ensure_local_storage(conn, project.id, folder, first_local, fresh=fresh)
@@ -200,7 +270,7 @@ def _push(dataset, members, batch, label_field, kind, classes, media, url, api_k
                           project_title=project.title, view_id=view_id, tasks=len(report.task_ids),
                           created=report.created, already_there=report.already_there,
                           duplicates_deleted=report.duplicates_deleted, uploaded=uploaded)
-    return summary, report.task_ids
+    return summary, report.task_ids, predicted
 
 
 def _manifest_classes(members, label_field: str, kind: str, classes, batch: str) -> list[str]:
@@ -216,10 +286,17 @@ def _manifest_classes(members, label_field: str, kind: str, classes, batch: str)
     return classes
 
 
-def _build_tasks(dataset, members, batch: str, label_field: str, kind: str, root, media: str = "local_files") -> dict:
+def _build_tasks(dataset, members, batch: str, label_field: str, kind: str, root, media: str = "local_files",
+                 model: dict | None = None, classes=None) -> dict:
+    """The import payload of the batch; ``predicted``: sample id -> ``{"model_version", "regions", "dropped"}`` for
+    the samples whose pre-annotation is the model's (see :func:`push_batch`)."""
     score_paths = {key: path for key, path in SCORE_FIELDS.items() if dataset.has_field(path)}
     paths = ["id", "filepath", "metadata.width", "metadata.height", label_field]
     extra = list(score_paths.values()) + ([REASON_FIELD] if dataset.has_field(REASON_FIELD) else [])
+    if model is not None and model["field"] != label_field:
+        extra.append(model["field"])
+    allowed = set(map(str, classes or []))
+    predicted = {}
     # stored documents, not label objects: building 10k Detections objects cost as much as the import itself
     values = dict(zip(paths + extra, members.values(paths + extra, _raw=True)))
     values["id"] = [str(i) for i in values["id"]]
@@ -233,15 +310,29 @@ def _build_tasks(dataset, members, batch: str, label_field: str, kind: str, root
         if REASON_FIELD in values and values[REASON_FIELD][i]:
             data["curate_reason"] = values[REASON_FIELD][i]
         labels = _label_dicts(values[label_field][i], kind)
+        priority = max(scores.values(), default=0.0)
+        if model is not None and _use_model(model["mode"], labels, values[model["field"]][i]):
+            pred = model_prediction(values[model["field"]][i], kind, width, height, allowed)
+            predicted[sample_id] = {"model_version": model["model_version"], "regions": pred.regions,
+                                    "dropped": pred.dropped}
+            score = pred.score if pred.score is not None else priority
+            tasks.append({"data": data, "predictions": [{"model_version": model["model_version"],
+                                                          "score": round(float(score), 6), "result": pred.result}]})
+            continue
         if kind == "detections":
             result = [detection_region(d["id"], d["label"], d["bounding_box"], width, height) for d in labels
                       if d["label"] is not None and d["bounding_box"] is not None]
         else:
             result = [classification_region(d["id"], d["label"]) for d in labels if d["label"] is not None]
-        priority = max(scores.values(), default=0.0)
         tasks.append({"data": data, "predictions": [{"model_version": batch, "score": round(float(priority), 6),
                                                       "result": result}]})
-    return {"tasks": tasks, "urls": urls, "folders": folders, "filepaths": values["filepath"]}
+    return {"tasks": tasks, "urls": urls, "folders": folders, "filepaths": values["filepath"], "predicted": predicted}
+
+
+def _use_model(mode: str, labels: list[dict], prediction: dict | None) -> bool:
+    """Whether a sample's pre-annotation is the model's: it has a prediction (an empty one counts: the model saw
+    nothing there) and ``mode`` is ``"predictions"``, or ``"auto"`` and the sample has no labels."""
+    return prediction is not None and (mode == "predictions" or not labels)
 
 
 def _upload_missing_media(conn, project_id: int, batch: str, tasks: list[dict], urls: list, filepaths: list[str], *,
@@ -292,10 +383,12 @@ def _save_record(dataset, batch: str, record: dict) -> None:
 
 
 def _save_push(dataset, batch: str, summary: PushSummary, task_ids: dict, record: dict | None,
-               classes: list[str] | None = None) -> None:
+               classes: list[str] | None = None, model_tasks: dict | None = None) -> None:
     record = dict(record or {})
     if classes is not None:
         record["classes"] = list(classes)  # what pulls of this batch report classes outside of
+    if model_tasks:
+        record["model_predictions"] = model_tasks  # task id -> what the model pre-annotated (model assist on pull)
     record.update(batch=batch, label_field=summary.label_field, url=summary.url, project_id=summary.project_id,
                   view_id=summary.view_id, pushed_at=time.time(), task_ids=task_ids,
                   project_title=summary.project_title)
@@ -368,6 +461,7 @@ def pull_batch(dataset, batch: str, *, policy: str = DEFAULT_POLICY, url: str | 
     allowed = classes if classes is not None else record.get("classes")
     if allowed is not None:
         summary.outside_classes = _outside_classes(resolved, set(map(str, allowed)))
+    summary.model_assist = _model_assist(record, resolved, kind)
 
     step(0.85, "applying labels")
     changes, previous = _apply(dataset, label_field, kind, resolved, summary)
@@ -378,6 +472,27 @@ def pull_batch(dataset, batch: str, *, policy: str = DEFAULT_POLICY, url: str | 
     _save_pull(dataset, batch, record, summary, previous, tasks)
     step(1.0, f"applied {summary.applied} tasks, {summary.changed_samples} samples changed")
     return summary
+
+
+def _model_assist(record: dict, resolved: dict, kind: str) -> dict | None:
+    """How the applied annotations changed the model's pre-annotations (:mod:`~curate_loop.adapters.labelstudio.
+    assist`), over every applied task the push gave model predictions; None when the batch had none."""
+    predictions = record.get("model_predictions") or {}
+    if not predictions:
+        return None
+    outcomes, versions, compared = [], set(), 0
+    for resolution, task_id in resolved.values():
+        entry = predictions.get(str(task_id))
+        if entry is None:
+            continue
+        predicted = [stored_region(row) for row in entry["regions"]]
+        outcomes += assist.region_outcomes(predicted, list(resolution.regions or []), kind=kind)
+        versions.add(entry["model_version"])
+        compared += 1
+    if not compared:  # annotated tasks so far all had labels as pre-annotations
+        versions = {e["model_version"] for e in predictions.values()}
+    return assist.summarize(assist.count_outcomes(outcomes), model_version=", ".join(sorted(versions)) or None,
+                            tasks=compared)
 
 
 def _outside_classes(resolved: dict, allowed: set) -> dict:
