@@ -42,14 +42,16 @@ def qa_app(example_dataset, tmp_path_factory):
     suspects = dataset.load_saved_view(SUSPECTS_VIEW)
     suggested = dict(zip(suspects.values("ground_truth.id"), suspects.values("ground_truth.mislabel_suggestion")))
     assert len(set(suggested) & set(flipped)) >= 4  # the scan raised the flipped boxes
-    session = _start_app(dataset)
+    # the App's server session starts on the suspects view: a page (re)opened on `?view=` alone can otherwise be put
+    # back on the whole dataset by the server's state; each review then leaves it on the view saved again
+    session = _start_app(dataset.load_saved_view(SUSPECTS_VIEW))
     yield session, dataset, suggested
     session.close()
     dataset.delete()
 
 
-def _start_app(dataset, attempts: int = 3):
-    """An App server on ``dataset``. FiftyOne waits a fixed 60 s for it to listen, and on a busy 2-core machine its
+def _start_app(view, attempts: int = 3):
+    """An App server on ``view``. FiftyOne waits a fixed 60 s for it to listen, and on a busy 2-core machine its
     start alone takes about that long: a start that missed the wait is tried again on another port."""
     import fiftyone as fo
     from fiftyone.core.service import ServiceListenTimeout
@@ -58,7 +60,7 @@ def _start_app(dataset, attempts: int = 3):
 
     for attempt in range(attempts):
         try:
-            return fo.Session(dataset, remote=True, port=free_port(), address="127.0.0.1", auto=False)
+            return fo.Session(view=view, remote=True, port=free_port(), address="127.0.0.1", auto=False)
         except ServiceListenTimeout:
             if attempt == attempts - 1:
                 raise

@@ -200,3 +200,24 @@ def test_cli_and_operators(noisy):
         "view": suspects, "selected": [patch.id], "params": {"label_field": "noisy", "decision": "accept"}})
     assert result.result["count"] == 1
     assert TAG_ACCEPTED in _label(noisy, patch.noisy.id).tags
+
+
+def test_a_patch_selection_sent_with_another_view_still_means_its_labels():
+    """The App can send a patches grid's selection (patch ids, which are label ids) with the whole dataset as the
+    view; those ids are read as labels, and a sample id still means all of its labels."""
+    import fiftyone as fo
+
+    from curate_loop.runs.mislabels import label_ids_of_selection
+
+    dataset = fo.Dataset()
+    boxes = [fo.Detection(label=c, bounding_box=[0.1 * i, 0.1, 0.1, 0.1]) for i, c in enumerate("abc")]
+    sample = fo.Sample(filepath="/tmp/selection.jpg", gt=fo.Detections(detections=boxes))
+    dataset.add_sample(sample)
+    ids = dataset.values("gt.detections.id", unwind=True)
+    try:
+        assert label_ids_of_selection(dataset.to_patches("gt"), "gt", selected_samples=[ids[0]]) == [ids[0]]
+        assert label_ids_of_selection(dataset, "gt", selected_samples=[ids[1]]) == [ids[1]]
+        assert sorted(label_ids_of_selection(dataset, "gt", selected_samples=[sample.id])) == sorted(ids)
+        assert label_ids_of_selection(dataset, "gt", selected_samples=["0" * 24]) == []
+    finally:
+        dataset.delete()

@@ -337,11 +337,21 @@ def label_ids_of_selection(view, label_field: str, *, selected_labels=(), select
     ids = [s["label_id"] for s in selected_labels or [] if s.get("field") == label_field]
     if ids or not selected_samples:
         return ids
-    chosen = view.select(list(selected_samples))
-    if view._is_patches or _label_kind(view, label_field) == "classification":  # one label per grid item
+    selected = [str(i) for i in selected_samples]
+    chosen = view.select(selected)
+    kind = _label_kind(view._root_dataset, label_field)
+    if view._is_patches or kind == "classification":  # one label per grid item
         values = chosen.values(f"{label_field}.id")
     else:
         values = chosen.values(f"{label_field}.detections.id", unwind=True)
+    # A patch's id is its label's id. The App can send a patches grid's selection with another view (its state lags
+    # behind the grid after a reload), so ids that are not items of ``view`` are looked up as labels of the dataset.
+    rest = sorted(set(selected) - set(chosen.values("id")))
+    if rest:
+        path = f"{label_field}.id" if kind == "classification" else f"{label_field}.detections.id"
+        found = view._root_dataset.select_labels(ids=rest, fields=label_field).values(
+            path, unwind=kind != "classification")
+        values = list(values) + [i for i in found if i in set(rest)]
     return [i for i in values if i is not None]
 
 
