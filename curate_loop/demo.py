@@ -118,7 +118,7 @@ def demo(keep_running: bool | None, labelstudio_data_dir: Path | None, app_port:
         click.echo(f"  Other shells:  source {key_file}   (the URL and API key; curate-loop commands also read it)")
         click.echo(f"  Python:        fo.load_dataset({DEMO_DATASET!r})")
         click.echo("  In the App:    '+' next to Samples -> Curation loop (iterations, batches, suspects, next step);")
-        click.echo("                 saved views batch_NN, edge_cases, near_duplicates, mislabel_suspects")
+        click.echo("                 saved views batch_NN, edge_cases, near_duplicates, mislabel_suspects, label_issues")
         if pending:
             click.echo(f"  Your turn:     annotate {pending['batch']} at {pending['tab_url']}, then press 'Pull finished "
                        "batches' in the panel (or run `curate-loop run manifest.yml` for the next iteration)")
@@ -229,6 +229,12 @@ def _run_loop(manifest, server, simulate_annotator: bool) -> dict | None:
         if summary.suspects is not None:
             click.echo(f"    mislabel scan: {summary.suspects} suspects to review")
             click.echo(f"    example truth check: {_planted_noise_found(manifest)}")
+        if summary.label_issues is not None:
+            click.echo(f"    box-level label issues (missing, mislocated, spurious, duplicate, swapped boxes): "
+                       f"{summary.label_issues} to review in the label_issues view")
+        if summary.quality is not None:
+            click.echo(f"    data quality: {summary.quality.get('excluded', 0)} samples kept out of batches "
+                       f"({summary.quality.get('unreadable', 0)} unreadable)")
         click.echo(f"    iteration {summary.iteration}: picked {summary.selected} samples for {summary.batch} "
                    f"({summary.batch_mode}), {summary.pushed} new tasks in Label Studio; report: {summary.report_path}")
         if summary.simulated_answers:

@@ -38,8 +38,10 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from curate_loop.box_errors.geometry import box_iou as core_box_iou
 from curate_loop.errors import InvalidInputError
 from curate_loop.examples.digits_canvas import CLASS_NAMES, DIGIT_SIZE_RANGE
+from curate_loop.model.uncertainty import softmax_last_axis
 
 logger = logging.getLogger(__name__)
 
@@ -150,15 +152,10 @@ FEATURE_DIM = (WINDOW_CELLS[0] - BLOCK_CELLS + 1) * (WINDOW_CELLS[1] - BLOCK_CEL
 
 # --------------------------------------------------------------------------------------------- boxes
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection over union of every pair: ``a`` (n, 4), ``b`` (m, 4) as [x0, y0, x1, y1] -> (n, m) in [0, 1]."""
+    """Intersection over union of every pair: ``a`` (n, 4), ``b`` (m, 4) as [x0, y0, x1, y1] -> (n, m) in [0, 1]
+    (the package's one IoU, :func:`curate_loop.box_errors.box_iou`, on corner boxes)."""
     a, b = np.asarray(a, dtype=np.float64).reshape(-1, 4), np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=-1)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=-1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=-1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return core_box_iou(np.c_[a[:, :2], a[:, 2:] - a[:, :2]], np.c_[b[:, :2], b[:, 2:] - b[:, :2]])
 
 
 def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
@@ -326,12 +323,6 @@ def _window_boxes(block_grid: tuple[int, int], scale_y: float, scale_x: float) -
     return np.stack([x0, y0, x0 + BOX_PX[1] / scale_x, y0 + BOX_PX[0] / scale_y], axis=-1).reshape(-1, 4)
 
 
-def _softmax(scores: np.ndarray) -> np.ndarray:
-    shifted = scores - scores.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
-
-
 # --------------------------------------------------------------------------------------------- the detector
 @dataclass
 class DetectionArrays:
@@ -473,7 +464,7 @@ class HogDigitDetector:
         self._set_linear(classifier)
         found = []  # (score, level, row, window)
         for li, level in enumerate(levels):
-            probs = _softmax(level.scores(self.weights_, self.bias_))
+            probs = softmax_last_axis(level.scores(self.weights_, self.bias_))
             digit = probs[..., :BACKGROUND].max(axis=-1)
             wrong = digit > probs[..., BACKGROUND]
             for row, i in enumerate(level.image_index):
@@ -527,7 +518,7 @@ class HogDigitDetector:
         """Candidates of every window of ``levels`` (all scales of the same images), after NMS per image."""
         found = []
         for level in levels:
-            probs = _softmax(level.scores(self.weights_, self.bias_))
+            probs = softmax_last_axis(level.scores(self.weights_, self.bias_))
             if only is not None:
                 probs[~only[level.image_index]] = 0.0
             digit = probs[..., :BACKGROUND]

@@ -9,16 +9,20 @@ from curate_loop.quiet import quiet_fiftyone
 
 from .curation import FindNearDuplicates, ScoreEdgeCases, SelectBatch
 from .embeddings import BuildIndexAndMap, ComputeEmbeddings
+from .label_issues import FindLabelIssues, ReviewLabelIssues
 from .labelstudio import PullFromLabelStudio, PushToLabelStudio
 from .loop import CurationLoopPanel, RunLoopIteration
 from .mislabels import FindMislabels, ReviewMislabels
+from .quality import ComputeQuality, DataQualityPanel, QualityExclude, TagQualityIssues
 from .searches import ApplySearch, SaveSearch
 from .summary import DatasetSummary
 
 OPERATORS = (DatasetSummary, ComputeEmbeddings, BuildIndexAndMap, SaveSearch, ApplySearch, SelectBatch,
              ScoreEdgeCases, FindNearDuplicates, FindMislabels, ReviewMislabels)
 OPERATORS += (PushToLabelStudio, PullFromLabelStudio, RunLoopIteration)
-PANELS = (CurationLoopPanel,)
+OPERATORS += (FindLabelIssues, ReviewLabelIssues)
+OPERATORS += (ComputeQuality, QualityExclude, TagQualityIssues)
+PANELS = (CurationLoopPanel, DataQualityPanel)
 quiet_fiftyone()  # the App server process loads this module: its removed-App-config warnings go too
 
 

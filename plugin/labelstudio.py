@@ -18,6 +18,13 @@ POLICY_LABELS = {
     "agreement": "Require agreement (conflicts are reported, not applied)",
 }
 
+NO_PREDICTIONS = "(none)"
+PRE_ANNOTATIONS = {
+    "auto": "Model predictions where a sample has no labels, its labels otherwise",
+    "predictions": "Model predictions for every sample (instead of its labels)",
+    "labels": "The samples' labels only",
+}
+
 
 def _credentials(ctx):
     return {"url": ctx.secret("LABEL_STUDIO_URL") or None, "api_key": ctx.secret("LABEL_STUDIO_API_KEY") or None}
@@ -56,6 +63,12 @@ class PushToLabelStudio(_BatchOperator):
         dropdown(inputs, "batch", batches, "Batch")
         dropdown(inputs, "label_field", fields, "Label field", default="ground_truth" if "ground_truth" in fields
                  else None, description="Its labels become pre-annotations; annotations come back into it")
+        predictions = [f for f in fields if f != "ground_truth"]
+        if predictions:  # a model's predictions arrive as Label Studio predictions, to be corrected
+            dropdown(inputs, "predictions_field", [NO_PREDICTIONS] + predictions, "Model predictions",
+                     default="predictions" if "predictions" in predictions else NO_PREDICTIONS, required=False,
+                     description="Sent as Label Studio predictions (pre-annotations an annotator corrects)")
+            radio(inputs, "pre_annotations", PRE_ANNOTATIONS, "Pre-annotations", "auto")
         inputs.str("document_root", default=os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", ""),
                    label="Server's local-files root", description="The folder Label Studio serves media from")
         return form(inputs, "Push to Label Studio")
@@ -65,7 +78,10 @@ class PushToLabelStudio(_BatchOperator):
         from curate_loop.runs.labelstudio import push_batch
 
         p = ctx.params
+        predictions = p.get("predictions_field")
+        predictions = None if predictions in (None, "", NO_PREDICTIONS) else predictions
         summary = push_batch(ctx.dataset, p["batch"], p["label_field"], document_root=p.get("document_root") or None,
+                             predictions_field=predictions, pre_annotations=p.get("pre_annotations") or "auto",
                              progress=progress(ctx), **_credentials(ctx))
         return {"tasks": summary.tasks, "created": summary.created, "already_there": summary.already_there,
                 "project": f"{summary.url}/projects/{summary.project_id}/data?tab={summary.view_id}"}

@@ -178,15 +178,22 @@ def migrated_labelstudio_data(labelstudio, tmp_path) -> Path:
     return data_dir
 
 
+def fresh_clone(source, name: str):
+    """``source`` cloned as ``name``, replacing a dataset of that name a crashed run left behind."""
+    import fiftyone as fo
+
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+    return source.clone(name)
+
+
 def loop_copy(example_dataset, name: str, folder: Path, labelstudio_url: str, budget: int):
     """A fresh copy ``name`` of the example and a manifest for it (random-weight CLIP, the given Label Studio);
     returns ``(dataset, manifest path)``."""
     import fiftyone as fo
     import yaml
 
-    if fo.dataset_exists(name):
-        fo.delete_dataset(name)
-    dataset = example_dataset.clone(name)
+    dataset = fresh_clone(example_dataset, name)
     path = folder / "manifest.yml"
     path.write_text(yaml.safe_dump({
         "dataset": name, "label_field": "ground_truth", "classes": [str(d) for d in range(10)],
@@ -195,3 +202,27 @@ def loop_copy(example_dataset, name: str, folder: Path, labelstudio_url: str, bu
         "labelstudio": {"url": labelstudio_url, "media": "local_files"},
     }))
     return dataset, path
+
+
+def jittered_proposals(dataset, truth_field: str, out_field: str, *, jitter_px: float = 3.0, n_random: int = 2,
+                       seed: int = 0) -> None:
+    """A stand-in for a region proposer on the pool: each true box moved by up to ``jitter_px`` pixels, plus
+    ``n_random`` random boxes per image (boxes a proposer would also return: background, or parts of digits)."""
+    import fiftyone as fo
+    import numpy as np
+    from fiftyone import ViewField as F
+
+    rng = np.random.default_rng(seed)
+    pool = dataset.match(~F("ground_truth").exists())
+    if pool.exists("metadata.width", False).count():
+        pool.compute_metadata()
+    values = []
+    for boxes, width, height in zip(*pool.values([f"{truth_field}.detections.bounding_box", "metadata.width",
+                                                  "metadata.height"])):
+        scale = np.array([width, height, width, height], dtype=float)
+        shifted = [np.clip(np.asarray(b) + rng.uniform(-jitter_px, jitter_px, 4) / scale, 0, 1) for b in boxes or []]
+        size = rng.uniform(0.1, 0.25, (n_random, 2))
+        random = [np.r_[rng.uniform(0, 1 - s, 2), s] for s in size]
+        values.append(fo.Detections(detections=[fo.Detection(label="object", bounding_box=b.tolist())
+                                                for b in shifted + random]))
+    pool.set_values(out_field, values)

@@ -15,6 +15,7 @@ import pytest
 
 from curate_loop.runs.mislabels import SUSPECTS_VIEW, TAG_ACCEPTED, TAG_REANNOTATE, TAG_REJECTED, find_mislabels
 from curate_loop.runs.pool import BATCH_FIELD
+from conftest import fresh_clone
 
 FLIPPED = 6
 UI_WAIT_MS = 60_000
@@ -28,9 +29,7 @@ def qa_app(example_dataset, tmp_path_factory):
     from curate_loop.runs import embeddings as runs
 
     name = "browser-qa"
-    if fo.dataset_exists(name):
-        fo.delete_dataset(name)
-    dataset = example_dataset.clone(name)
+    dataset = fresh_clone(example_dataset, name)
     ids, classes = dataset.values(["ground_truth.detections.id", "ground_truth.detections.label"], unwind=True)
     rng = np.random.default_rng(5)
     codes = rng.normal(scale=0.05, size=(len(ids), 12)).astype(np.float32)

@@ -66,6 +66,17 @@ def test_diversity_strength_zero_ranks_by_uncertainty_alone():
     assert got.reasons.tolist() == ["uncertain"] * 3
 
 
+def test_the_trust_ramp_scales_uncertainty_with_the_labels_per_class():
+    # r = 0.5 * labels / (5 * classes): 25 labels of 10 classes -> r = 0.25: 10 * 100 ** (1 / 1.25) = 398.1
+    assert _n_candidates(10, 1000, Objectives(), n_labeled=25, n_classes=10) == 399
+    assert _n_candidates(10, 1000, Objectives(), n_labeled=50, n_classes=10) == 216  # 5 per class: r as given
+    assert _n_candidates(10, 1000, Objectives(), n_labeled=100, n_classes=10) == 100  # r = 1: 10 * 100 ** 0.5
+    assert _n_candidates(10, 1000, Objectives(trust_labels_per_class=None), n_labeled=25, n_classes=10) == 216
+    assert _n_candidates(10, 1000, Objectives(), n_labeled=None, n_classes=10) == 216  # nothing to scale by
+    with pytest.raises(InvalidInputError, match="trust_labels_per_class must be a number > 0"):
+        Objectives(trust_labels_per_class=0)
+
+
 def test_candidate_count_interpolates_between_the_pool_and_k():
     assert _n_candidates(10, 1000, Objectives()) == 216  # default r = 0.5: 10 * 100 ** (2/3) = 215.4
     assert _n_candidates(10, 1000, Objectives(diversity=1, uncertainty=0)) == 1000

@@ -23,6 +23,7 @@ from curate_loop.runs.curation import (delete_batch, list_batches, saturation_hi
 from curate_loop.runs.duplicates import exclude_near_duplicates_view, find_duplicates
 from curate_loop.runs.edges import score_edge_cases
 from curate_loop.runs.pool import BATCH_FIELD
+from conftest import fresh_clone
 
 DUP_THRESHOLD = 0.965  # thumbnails of the example: planted copies >= .978, any other pair <= .953
 
@@ -61,9 +62,7 @@ def curated(example_dataset):
     import fiftyone as fo
 
     name = "curation-tests"
-    if fo.dataset_exists(name):
-        fo.delete_dataset(name)
-    dataset = example_dataset.clone(name)
+    dataset = fresh_clone(example_dataset, name)
     runs.import_embeddings(dataset, "desc", image_descriptor(dataset.values("filepath")))
     runs.import_embeddings(dataset, "thumbs", thumbnails(dataset.values("filepath")))
     yield dataset

@@ -10,6 +10,7 @@ from curate_loop.errors import InvalidInputError
 from curate_loop.examples import detector
 from curate_loop.examples.detector import (box_iou, choose_threshold, hog_blocks, match_detections,
                                            non_max_suppression, window_features)
+from conftest import fresh_clone
 
 FIELD = "detector_predictions"
 
@@ -85,9 +86,7 @@ def detector_dataset(example_dataset):
     import fiftyone as fo
 
     name = "example-detector-tests"
-    if fo.dataset_exists(name):
-        fo.delete_dataset(name)
-    dataset = example_dataset.clone(name)
+    dataset = fresh_clone(example_dataset, name)
     yield dataset
     dataset.delete()
 
@@ -172,9 +171,7 @@ def test_predict_without_labeled_boxes_is_a_clear_error_and_writes_nothing(examp
     import fiftyone as fo
 
     name = "example-detector-nolabels"
-    if fo.dataset_exists(name):
-        fo.delete_dataset(name)
-    dataset = example_dataset.clone(name)
+    dataset = fresh_clone(example_dataset, name)
     try:
         labeled, pool = _views(dataset)
         labeled.set_values("ground_truth", [fo.Detections()] * len(labeled))

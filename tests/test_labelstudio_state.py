@@ -19,6 +19,7 @@ from curate_loop.adapters.labelstudio.labelconfig import config_classes, label_c
 from curate_loop.cli import cli
 from curate_loop.errors import InvalidInputError
 from curate_loop.runs import labelstudio as sync
+from conftest import fresh_clone
 
 pytestmark = pytest.mark.labelstudio
 DIGITS = [str(d) for d in range(10)]
@@ -30,9 +31,7 @@ def _clone(example_dataset, n: int, name: str | None = None, batch: str = "b1"):
     from fiftyone import ViewField as F
 
     name = name or f"ls-state-{random.randrange(10**9)}"
-    if fo.dataset_exists(name):
-        fo.delete_dataset(name)
-    ds = example_dataset.clone(name)
+    ds = fresh_clone(example_dataset, name)
     ids = ds.match(F("ground_truth.detections").length() > 0).limit(n).values("id")
     ds.set_values("curate_batch", {i: batch for i in ids}, key_field="id")
     return ds, ids

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import loop_copy
+from conftest import jittered_proposals, loop_copy
 from fiftyone import ViewField as F
-from test_model_step import jittered_proposals
 
 from curate_loop.cli import cli
 from curate_loop.loop.runner import history
@@ -83,10 +82,14 @@ def test_three_iterations_train_predict_and_pre_annotate(loop_setup, labelstudio
         assert model["trained_on"] == dataset.count("ground_truth.detections")  # every labeled box, this iteration's
         assert model["cv_accuracy"] is not None and 0.3 <= model["cv_accuracy"] <= 1  # (labels carry planted noise)
 
-        # predictions for every pool sample with proposals, none left on labeled ones
+        # predictions for every pool sample with proposals; out-of-fold ones on the labeled samples with proposals
+        # (those a pull labeled: the canvases labeled from the start have none)
         pool = dataset.match(~F("ground_truth").exists())
         assert model["predicted"] == pool.exists("proposals").count() == pool.exists("predictions").count()
-        assert dataset.exists("ground_truth").exists("predictions").count() == 0
+        labeled = dataset.exists("ground_truth")
+        assert model["out_of_fold_predicted"] == labeled.exists("predictions").count() == \
+            labeled.exists("proposals").exists("predictions").count()
+        assert model["out_of_fold"] == (3 if model["out_of_fold_predicted"] else 0)
 
         # the pushed tasks carry the model's regions, its version and per-region scores (read from Label Studio)
         batch = f"batch_{i:02d}"

@@ -16,6 +16,7 @@ from curate_loop.plugin_install import PLUGIN_NAME
 from curate_loop.runs import embeddings as runs
 from curate_loop.runs.mislabels import (SUSPECT, TAG_ACCEPTED, TAG_REANNOTATE, TAG_REJECTED, accept_suggestions,
                                         find_mislabels, reject_suspects, send_for_reannotation)
+from conftest import fresh_clone
 
 NOISE_RATE = 0.15
 INJECTED = {}  # label id -> whether its class was flipped (the truth the detector does not see)
@@ -44,9 +45,7 @@ def noisy(example_dataset):
     import fiftyone as fo
 
     name = "mislabel-tests"
-    if fo.dataset_exists(name):
-        fo.delete_dataset(name)
-    dataset = example_dataset.clone(name)
+    dataset = fresh_clone(example_dataset, name)
     dataset.clone_sample_field("true_ground_truth", "noisy")
     ids, labels = dataset.values(["noisy.detections.id", "noisy.detections.label"], unwind=True)
     rng = np.random.default_rng(3)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import loop_copy
+from conftest import loop_copy, fresh_clone
 
 from curate_loop.plugin_install import PLUGIN_NAME
 from curate_loop.runs import embeddings as runs
@@ -56,9 +56,7 @@ def ops(example_dataset):
     import fiftyone as fo
 
     name = "operators-all"
-    if fo.dataset_exists(name):
-        fo.delete_dataset(name)
-    dataset = example_dataset.clone(name)
+    dataset = fresh_clone(example_dataset, name)
     rng = np.random.default_rng(0)
     first_class = [labels[0] if labels else None for labels in dataset.values("true_ground_truth.detections.label")]
     runs.import_embeddings(dataset, "img", _codes(first_class, rng))

@@ -294,3 +294,31 @@ def test_loop_iterations_push_the_model_and_record_its_assist_rate(example_datas
     page = open(second.loop_report_path, encoding="utf-8").read()
     assert "<h3>Model assist</h3>" in page
     assert f"<td>2</td><td>predictions@1</td><th>all</th><td>{totals['predicted']}</td>" in page
+
+
+def test_the_app_push_operator_sends_the_predictions_field_it_is_given(example_dataset, labelstudio, plugin_installed,
+                                                                       monkeypatch):
+    from fiftyone.operators import execute_operator
+
+    from curate_loop.plugin_install import PLUGIN_NAME
+
+    monkeypatch.setenv("LABEL_STUDIO_URL", labelstudio.url)  # the plugin secrets, as the App server reads them
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", labelstudio.token)
+    ds = _clone(example_dataset)
+    pool, labeled = _pool_ids(ds, 3), _labeled_ids(ds, 1)
+    _plant(ds, pool, outside=False)
+    ds.set_values("curate_batch", {i: "op_pre" for i in pool + labeled}, key_field="id")
+    params = {"batch": "op_pre", "label_field": "ground_truth", "predictions_field": "predictions",
+              "pre_annotations": "predictions", "document_root": str(labelstudio.document_root)}
+    result = execute_operator(f"{PLUGIN_NAME}/push_to_labelstudio", ctx={"dataset": ds, "params": params})
+    assert result.error is None, result.error
+    project_id = int(result.result["project"].split("/projects/")[1].split("/")[0])
+    tasks = _tasks_by_sample(labelstudio, project_id, "op_pre")
+    assert sorted(tasks) == sorted(pool + labeled)
+    for sample_id in pool:  # "predictions": the model's regions on every task, labeled or not
+        regions = tasks[sample_id]["predictions"][0]["result"]
+        assert {r["id"] for r in regions} == {d.id for d in ds[sample_id].predictions.detections}
+        assert tasks[sample_id]["predictions"][0]["model_version"] != "op_pre"
+    kept = tasks[labeled[0]]["predictions"][0]  # no prediction on it: its own labels, under the batch's name
+    assert kept["model_version"] == "op_pre"
+    assert {r["id"] for r in kept["result"]} == {d.id for d in ds[labeled[0]].ground_truth.detections}

@@ -18,11 +18,13 @@ ROOT = Path(__file__).resolve().parent.parent
 ARRAY_MODULES = [
     "curate_loop.embeddings",
     "curate_loop.embeddings.combine",
+    "curate_loop.box_errors",
     "curate_loop.curation",
     "curate_loop.curation.combined",
     "curate_loop.mislabels",
     "curate_loop.model",
     "curate_loop.model.uncertainty",
+    "curate_loop.quality",
     "curate_loop.similarity",
     "curate_loop.similarity.knn",
     "curate_loop.vectors",

@@ -16,6 +16,7 @@ from curate_loop.cli import cli
 from curate_loop.curation.saturation import saturation_verdict
 from curate_loop.loop.report import render_loop_report
 from curate_loop.runs.pool import BATCH_FIELD, is_labeled, labeled_view
+from conftest import fresh_clone
 
 RANDOM_NOTICE = "RANDOM WEIGHTS"
 
@@ -75,9 +76,7 @@ def pulled(example_dataset, labelstudio):
     from curate_loop.runs.labelstudio import pull_batch, push_batch
 
     name = "reports-consistent"
-    if fo.dataset_exists(name):
-        fo.delete_dataset(name)
-    dataset = example_dataset.clone(name)
+    dataset = fresh_clone(example_dataset, name)
     runs.import_embeddings(dataset, "thumbs", thumbnails(dataset.values("filepath")))
     duplicates = find_duplicates(dataset, "thumbs", threshold=0.965)
     assert duplicates.redundant > 0  # set-aside samples exist: the old header counted them as labeled

@@ -21,6 +21,7 @@ from curate_loop.runs import embeddings as runs
 from curate_loop.runs.curation import delete_batch, list_batches, select_batch
 from curate_loop.runs.pool import BATCH_FIELD
 from curate_loop.runs.predictions import compute_uncertainty, read_prediction_arrays
+from conftest import fresh_clone
 
 CLASSES = ["cat", "dog", "fox", "owl"]
 N_CLUSTERS, PER_CLUSTER = 5, 24  # 120 samples, 4 labeled in each cluster
@@ -231,9 +232,7 @@ def test_detection_predictions_of_the_example(example_dataset):
     import fiftyone as fo
 
     name = "select-with-model-example"
-    if fo.dataset_exists(name):
-        fo.delete_dataset(name)
-    dataset = example_dataset.clone(name)
+    dataset = fresh_clone(example_dataset, name)
     try:
         rng = np.random.default_rng(0)
         ids = dataset.values("id")

@@ -16,7 +16,7 @@ import click
 from curate_loop.errors import CurateLoopError
 from curate_loop.quiet import quiet_fiftyone
 
-from . import curate, embed, environment, labelstudio, loop, mislabels, search
+from . import curate, embed, environment, label_issues, labelstudio, loop, mislabels, quality, search
 
 
 class _CurateLoopGroup(click.Group):
@@ -38,7 +38,7 @@ def cli(verbose: bool) -> None:
 
 for _command in (environment.doctor, environment.plugin, environment.example, labelstudio.labelstudio,
                  labelstudio.push, labelstudio.pull, embed.embed, search.search, curate.curate, mislabels.mislabels,
-                 loop.run, loop.status):
+                 loop.run, loop.status, label_issues.label_issues, quality.quality):
     cli.add_command(_command)
 
 

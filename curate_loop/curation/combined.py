@@ -14,6 +14,10 @@ Strengths (``Objectives``), each >= 0, 0 switching that objective off:
   r))``, a geometric interpolation (r = 1: sqrt(k * n_available), 11k for k = 10 in a pool of 1,250, close to
   Zhdanov's top-10k; the default r = 0.5: k * (n_available / k) ** (2/3), 25k there). ``diversity = 0``: the
   ``k`` most uncertain, no diversity step.
+- the trust ramp: r is multiplied by ``labels / (trust_labels_per_class * C)`` (labeled rows, C the predicted
+  classes' columns), so a first model, trained on a few labels per class, shapes the batch little and a model
+  with many labels per class shapes it more (``Objectives``: why, and where 5 was chosen). Without predicted classes
+  or labeled rows: r as given.
 - ``class_balance`` = s caps each predicted class at ``ceil(k * target_share * (1 + 1 / s))`` picks (s -> inf: the
   target shares exactly; s = 1: twice them). A sample counts for every class its ``predicted_classes`` row holds;
   it is passed over only while all its classes are full. When the caps cannot fill the batch (too few candidates
@@ -125,7 +129,8 @@ def select_combined(vectors, k: int, *, objectives: Objectives | None = None, un
 
     candidates = selectable.copy()
     if use_uncertainty:
-        n_cand = _n_candidates(k, n_available, objectives)
+        n_cand = _n_candidates(k, n_available, objectives, n_labeled=int(labeled.sum()),
+                               n_classes=None if member is None else member.shape[1])
         candidates = np.zeros(n, dtype=bool)
         candidates[_most_uncertain(scores, selectable, n_cand, seed)] = True
     caps = _caps(objectives, names, k) if use_balance else None
@@ -148,12 +153,23 @@ def select_combined(vectors, k: int, *, objectives: Objectives | None = None, un
 
 
 # -- steps ---------------------------------------------------------------------------------------------------------
-def _n_candidates(k: int, n_available: int, objectives: Objectives) -> int:
-    """k * (n_available / k) ** (1 / (1 + r)), r = uncertainty / diversity; k when diversity is 0."""
+def _n_candidates(k: int, n_available: int, objectives: Objectives, *, n_labeled: int | None = None,
+                  n_classes: int | None = None) -> int:
+    """k * (n_available / k) ** (1 / (1 + r)), r = uncertainty / diversity (times the trust ramp); k when diversity
+    is 0."""
     if objectives.diversity == 0:
         return k
-    ratio = objectives.uncertainty / objectives.diversity
+    ratio = objectives.uncertainty / objectives.diversity * _trust(objectives, n_labeled, n_classes)
     return int(min(n_available, max(k, math.ceil(k * (n_available / k) ** (1.0 / (1.0 + ratio)) - 1e-6))))
+
+
+def _trust(objectives: Objectives, n_labeled: int | None, n_classes: int | None) -> float:
+    """How far the model's uncertainty is trusted: labels per class over ``trust_labels_per_class`` (1 without it,
+    or without a label count and classes)."""
+    ramp = objectives.trust_labels_per_class
+    if ramp is None or not n_labeled or not n_classes:
+        return 1.0
+    return n_labeled / (ramp * n_classes)
 
 
 def _most_uncertain(scores: np.ndarray, selectable: np.ndarray, m: int, seed: int) -> np.ndarray:

@@ -31,6 +31,16 @@ class Objectives:
     1 lowered the area (0.834). wine and breast cancer were tried first: every strategy reaches 95% within 20 labels
     there, so they cannot tell settings apart.
 
+    trust_labels_per_class (default 5): the model's uncertainty is only as good as the model, which starts from a
+    handful of labels; so the uncertainty strength is scaled by ``labels / (trust_labels_per_class * classes)``:
+    below 5 labels per class the batch leans on diversity, beyond it more and more on uncertainty (the
+    low-budget / high-budget finding of Hacohen et al. 2022, "Active learning on a budget"). None: the stated
+    strength from the first model. Chosen by the same rule and on the same two make_classification sets, rebuilt
+    for it (``n_redundant=4``; 3 seeds; none of it digits): mean curve accuracy 0.8471 at None, 0.8535 at 3,
+    0.8543 at 5, 0.8536 at 7 (also 0.8504 at 10 and 0.8509 at 2); the largest fall below diversity or margin alone
+    at any budget, 0.072 at None, 0.012 at 5; labels to 95% against random's, 0.28x / 0.39x at None and
+    0.26x / 0.50x at 5 (three seeds: noisy).
+
     uncertainty_score: which score of ``curate_loop.model.uncertainty`` the caller turns predictions into.
     class_target: "uniform" or {class name: share} (shares are normalised; classes not named get 0).
     """
@@ -40,6 +50,7 @@ class Objectives:
     class_balance: float = 0.25
     uncertainty_score: str = "margin"
     class_target: str | dict = "uniform"
+    trust_labels_per_class: float | None = 5.0
 
     def __post_init__(self):
         for name in ("diversity", "uncertainty", "class_balance"):
@@ -47,6 +58,11 @@ class Objectives:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise InvalidInputError(f"curation strength {name} must be a finite number >= 0 (0 switches it off), "
                                         f"got {value!r}.")
+        ramp = self.trust_labels_per_class
+        if ramp is not None and (isinstance(ramp, bool) or not isinstance(ramp, (int, float))
+                                 or not math.isfinite(ramp) or ramp <= 0):
+            raise InvalidInputError(f"trust_labels_per_class must be a number > 0 (or null: uncertainty at its "
+                                    f"strength from the first model), got {ramp!r}.")
         if self.diversity == 0 and self.uncertainty == 0:
             raise InvalidInputError("diversity and uncertainty strengths are both 0: nothing would rank the pool; "
                                     "give one of them a strength > 0 (e.g. diversity: 1).")

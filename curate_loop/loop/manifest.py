@@ -60,6 +60,9 @@ class Curation(_Strict):
     class_balance: float = Field(DEFAULT_CLASS_BALANCE, ge=0, description="pull the batch's predicted classes "
                                  "towards class_target")
     uncertainty_score: Literal["margin", "least_confidence", "entropy"] = "margin"
+    trust_labels_per_class: float | None = Field(
+        Objectives.trust_labels_per_class, gt=0, description="labels per predicted class at which uncertainty has its "
+        "stated strength; it grows with the labels (fewer: less); null: the stated strength from the first model")
     class_target: Literal["uniform"] | dict[str, float] = Field(
         "uniform", description="uniform, or {class: share} (shares > 0; normalised to sum to 1)")
 
@@ -112,6 +115,46 @@ class LabelStudio(_Strict):
         return value
 
 
+QualityAction = Literal["exclude", "keep", "flag"]
+# What an issue does when the manifest names no action for it: images that carry no information (dark, bright,
+# blurred, near-constant) and exact copies would spend labels on nothing, so they stay out of batches; the rest
+# (odd sizes and shapes, grayscale, box issues) are often fine, so they go to Label Studio with the flag visible.
+DEFAULT_QUALITY_ACTION = "flag"
+DEFAULT_QUALITY_EXCLUDED = ("dark", "bright", "blurry", "low_information", "exact_duplicate")
+
+
+class Quality(_Strict):
+    """The data quality checks (:mod:`curate_loop.runs.quality`), run after the embed step, and what each flagged
+    issue does in the loop: ``exclude`` (never enters a batch), ``flag`` (may enter; its Label Studio task's data
+    carries the sample's ``quality_issues``) or ``keep`` (the loop ignores it; the App still shows it)."""
+
+    enabled: bool = False  # off: no decode pass for the checks, batches as before
+    issues: dict[str, QualityAction] = Field(
+        default_factory=dict, description="issue -> exclude | keep | flag; unnamed issues: dark, bright, blurry, "
+        "low_information and exact_duplicate exclude, the others flag")
+
+    @field_validator("issues")
+    @classmethod
+    def _known_issues(cls, value: dict) -> dict:
+        known = quality_issue_names()
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(f"unknown issue(s) {unknown}; the issues are {list(known)}")
+        return value
+
+    def policy(self) -> dict[str, str]:
+        """Every issue's action: the manifest's where it names one, else the default."""
+        return {issue: self.issues.get(issue, "exclude" if issue in DEFAULT_QUALITY_EXCLUDED else
+                                       DEFAULT_QUALITY_ACTION) for issue in quality_issue_names()}
+
+
+def quality_issue_names() -> tuple[str, ...]:
+    """The issues the quality checks flag, per image then per box."""
+    from curate_loop.quality.thresholds import BOX_ISSUES, IMAGE_ISSUES
+
+    return tuple(IMAGE_ISSUES) + tuple(BOX_ISSUES)
+
+
 _CALLABLE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 MODEL_BUILTINS = ("linear_probe",)
 
@@ -130,6 +173,11 @@ class Model(_Strict):
     field: str = "predictions"
     proposals: str | None = Field(None, description="builtin on a Detections label_field: the Detections field whose "
                                   "boxes it classifies")
+    # Label-error scores read the model's predictions on the labeled samples; a model scored on the very labels it
+    # was trained on agrees with them, errors included. So the step also predicts each labeled sample from a model
+    # trained without its fold. 3 folds: each model still sees two thirds of the labels, at 3 more trainings.
+    out_of_fold: int = Field(3, ge=0, description="folds for out-of-fold predictions on the labeled samples "
+                             "(what label-error scores read); 0: predict the pool only")
 
     @field_validator("callable")
     @classmethod
@@ -143,6 +191,13 @@ class Model(_Strict):
     def _command(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():
             raise ValueError("must not be empty")
+        return value
+
+    @field_validator("out_of_fold")
+    @classmethod
+    def _folds(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("one fold would train on nothing; use 0 (pool only) or 2 or more folds")
         return value
 
     @field_validator("field", "proposals")
@@ -190,6 +245,7 @@ class Manifest(_Strict):
     mislabels: Mislabels = Field(default_factory=Mislabels)
     labelstudio: LabelStudio = Field(default_factory=LabelStudio)
     model: Model | None = None  # absent: no model step, batches by diversity alone
+    quality: Quality = Field(default_factory=Quality)  # data quality checks and what flagged samples do in the loop
     _source: str | None = PrivateAttr(None)  # the file it was read from: the App's loop panel finds it again
 
     @property
@@ -227,7 +283,8 @@ class Manifest(_Strict):
         """The strengths of ``curation`` as the combined selection takes them."""
         c = self.curation
         return Objectives(diversity=c.diversity, uncertainty=c.uncertainty, class_balance=c.class_balance,
-                          uncertainty_score=c.uncertainty_score, class_target=c.class_target)
+                          uncertainty_score=c.uncertainty_score, class_target=c.class_target,
+                          trust_labels_per_class=c.trust_labels_per_class)
 
     def batch_name(self, iteration: int) -> str:
         return f"{self.curation.batch_prefix}_{iteration:02d}"

@@ -1,7 +1,11 @@
 """One iteration of the active-learning loop, as ``curate-loop run manifest.yml`` runs it:
 
-    pull finished batches -> embed what is new -> model step -> mislabel scan -> curate the next batch -> push it
-                                                                                   -> push the re-annotation batch
+    pull finished batches -> embed what is new -> quality checks -> model step -> mislabel scan -> curate the next
+                                                                     batch -> push it -> push the re-annotation batch
+
+The quality checks (manifest ``quality:``, off by default) measure the samples not measured yet and apply the
+manifest's choice per issue (:mod:`curate_loop.runs.quality`): samples flagged with an ``exclude`` issue never enter
+a batch, and the Label Studio tasks of samples flagged with a ``flag`` issue show it.
 
 The model step (manifest ``model:``, optional) trains or runs the model on the labels and writes its predictions
 for the pool (:mod:`curate_loop.runs.model_step`); curation then combines diversity with the model's uncertainty
@@ -42,10 +46,12 @@ class IterationSummary:
     batch: str
     pulled: dict = field(default_factory=dict)  # batch -> counts of what the pull changed
     embedded: int = 0
+    quality: dict | None = None  # the quality checks: measured, unreadable, flagged per issue, excluded; None when off
     model: dict | None = None  # the model step (ModelStepRecord.to_dict()); None without a model section
     batch_mode: str | None = None  # how the batch was picked: "combined", or "diversity only: <why>"
     batch_contributions: dict = field(default_factory=dict)  # what each objective contributed (BatchSummary)
     suspects: int | None = None
+    label_issues: int | None = None  # box-level label issues raised (needs the model step's predictions)
     selected: int = 0
     reused_batch: bool = False
     pushed: int = 0
@@ -201,6 +207,9 @@ def run_iteration(manifest: Manifest, *, simulate_annotator: bool = False, truth
         _maybe_crash(crash_after, "pull")
         step(0.2, "embedding new samples")
         summary.embedded = _embed(dataset, manifest)
+        if manifest.quality.enabled:
+            step(0.3, "checking data quality")
+            summary.quality = _quality(dataset, manifest)
         if manifest.model is not None:
             from curate_loop.runs.model_step import run_model_step
 
@@ -211,6 +220,9 @@ def run_iteration(manifest: Manifest, *, simulate_annotator: bool = False, truth
         if manifest.mislabels.enabled:
             step(0.45, "scanning labels for mislabels")
             summary.suspects = _scan(dataset, manifest)
+        if manifest.model is not None:
+            step(0.5, "scanning boxes for label issues")
+            summary.label_issues = _scan_label_issues(dataset, manifest)
         summary.notices = _notices(dataset, manifest)
         _maybe_crash(crash_after, "scan")
         step(0.6, f"curating {summary.batch}")
@@ -244,10 +256,39 @@ def _push(dataset, manifest: Manifest, batch: str, url: str | None, api_key: str
     model step record) as pre-annotations where ``labelstudio.pre_annotations`` asks for them."""
     from curate_loop.runs.labelstudio import push_batch
 
+    if batch == reannotate_batch_name(dataset) and _has_fixes(dataset, batch):
+        return _push_fixes(dataset, manifest, batch, url, api_key)
     return push_batch(dataset, batch, manifest.label_field, url=url, api_key=api_key, classes=manifest.classes,
                       media=manifest.labelstudio.media, predictions_field=model["field"] if model else None,
                       model_version=model["model_version"] if model else None,
                       pre_annotations=manifest.labelstudio.pre_annotations)
+
+
+def _has_fixes(dataset, batch: str) -> bool:
+    from fiftyone import ViewField as F
+
+    from curate_loop.runs.label_issues import FIX_FIELD
+    from curate_loop.runs.pool import BATCH_FIELD
+
+    return dataset.has_field(FIX_FIELD) and bool(len(dataset.match(F(BATCH_FIELD) == batch).exists(FIX_FIELD)))
+
+
+def _push_fixes(dataset, manifest: Manifest, batch: str, url: str | None, api_key: str | None):
+    """The re-annotation batch with the label-issue review's suggested fixes as pre-annotations (samples sent by the
+    mislabel review carry no fix: their own labels); a pushed fix is cleared, so a later re-annotation of the sample
+    never sends it again."""
+    from fiftyone import ViewField as F
+
+    from curate_loop.runs.label_issues import FIX_FIELD, PUSH_MODEL_VERSION
+    from curate_loop.runs.labelstudio import push_batch
+    from curate_loop.runs.pool import BATCH_FIELD
+
+    summary = push_batch(dataset, batch, manifest.label_field, url=url, api_key=api_key, classes=manifest.classes,
+                         media=manifest.labelstudio.media, predictions_field=FIX_FIELD,
+                         model_version=PUSH_MODEL_VERSION, pre_annotations="predictions")
+    pushed = dataset.match(F(BATCH_FIELD) == batch).exists(FIX_FIELD)
+    pushed.set_values(FIX_FIELD, [None] * len(pushed))
+    return summary
 
 
 def _notices(dataset, manifest: Manifest) -> list[str]:
@@ -346,6 +387,20 @@ def _embed(dataset, manifest: Manifest) -> int:
     return compute_embeddings(dataset, manifest.embeddings.key, models).computed
 
 
+def _quality(dataset, manifest: Manifest) -> dict:
+    """Measure what is not measured yet (the boxes too when the label field holds Detections), then write the
+    manifest's choice per issue: which flagged samples stay out of batches, which show their issues in Label Studio.
+    """
+    from curate_loop.runs.pool import label_kind
+    from curate_loop.runs.quality import apply_policy, compute_quality
+
+    field = manifest.label_field
+    boxes = dataset.has_field(field) and label_kind(dataset, field, needed_for="") == "detections"
+    checked = compute_quality(dataset, label_field=field if boxes else None)
+    return {"measured": checked.measured, "unreadable": len(checked.failed), "flagged": checked.flagged,
+            "excluded": apply_policy(dataset, manifest.quality.policy())}
+
+
 def _scan(dataset, manifest: Manifest) -> int | None:
     """Embed the labeled boxes (new ones only) and score them; None when nothing is labeled yet."""
     from curate_loop.runs.embeddings import compute_embeddings
@@ -368,13 +423,33 @@ def _scan(dataset, manifest: Manifest) -> int | None:
     return find_mislabels(labeled, field, key).suspects
 
 
+def _scan_label_issues(dataset, manifest: Manifest) -> int | None:
+    """Box-level label issues of the labeled samples the model step predicted; None when it predicted none of them
+    (a model step without out-of-fold predictions writes only the pool's) or the labels are not boxes."""
+    from fiftyone import ViewField as F
+
+    from curate_loop.runs.label_issues import find_label_issues
+    from curate_loop.runs.pool import label_kind, labeled_view
+
+    if manifest.model is None:
+        return None
+    field, predictions = manifest.label_field, manifest.model.field
+    if not (dataset.has_field(field) and dataset.has_field(predictions)) or \
+            label_kind(dataset, field, needed_for=".") != "detections":
+        return None
+    predicted = labeled_view(dataset, field).match(F(predictions).exists())
+    if not len(predicted):
+        return None
+    return find_label_issues(predicted, field, predictions).issues
+
+
 def _curate(dataset, manifest: Manifest, summary: IterationSummary) -> bool:
     """Pick this iteration's batch, unless a crashed run already did (then it is reused as it is). False when
     nothing is left to pick."""
     from fiftyone import ViewField as F
 
     from curate_loop.runs.curation import METHOD, select_batch
-    from curate_loop.runs.pool import BATCH_FIELD, DUP_KEEP_FIELD, unlabeled_view
+    from curate_loop.runs.pool import BATCH_FIELD, DUP_KEEP_FIELD, QUALITY_EXCLUDE_FIELD, unlabeled_view
 
     if summary.batch in dataset.list_runs(method=METHOD):  # the loop's own (see _claim_batch): a crashed run picked it
         summary.reused_batch = True
@@ -385,6 +460,8 @@ def _curate(dataset, manifest: Manifest, summary: IterationSummary) -> bool:
         pool = pool.match(~F(BATCH_FIELD).exists())
     if dataset.has_field(DUP_KEEP_FIELD):
         pool = pool.match(F(DUP_KEEP_FIELD) != False)  # noqa: E712 (a MongoDB expression)
+    if dataset.has_field(QUALITY_EXCLUDE_FIELD):
+        pool = pool.match(F(QUALITY_EXCLUDE_FIELD) != True)  # noqa: E712
     k = min(manifest.curation.budget, len(pool))
     if k == 0:
         return False

@@ -34,6 +34,7 @@ import numpy as np
 
 from curate_loop.mislabels.calibration import noise_matrix
 from curate_loop.mislabels.votes import by_class_sum, neighbor_average
+from curate_loop.model.uncertainty import softmax_last_axis
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def class_posterior(evidence: np.ndarray, profiles: np.ndarray, joint: np.ndarra
     logits = logits.astype(np.float64) + np.log(joint.sum(axis=0))[None, :]
     if codes is not None:
         logits += np.log(smooth(noise_matrix(joint), settings.label_smoothing))[codes]
-    return softmax_rows(logits)
+    return softmax_last_axis(logits)
 
 
 def joint_from_posterior(codes: np.ndarray, posterior: np.ndarray, pseudo_count: float) -> np.ndarray:
@@ -111,14 +112,6 @@ def neighborhood_profiles(class_weights: np.ndarray, evidence: np.ndarray) -> np
 def smooth(matrix: np.ndarray, amount: float) -> np.ndarray:
     """Each row (or column-stochastic matrix) mixed with the uniform distribution: no probability is zero."""
     return (1.0 - amount) * matrix + amount / matrix.shape[0]
-
-
-def softmax_rows(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, stable for any logits (the largest is subtracted first)."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    probs = np.exp(shifted)
-    probs /= probs.sum(axis=1, keepdims=True)
-    return probs
 
 
 def one_hot(codes: np.ndarray, n_classes: int) -> np.ndarray:

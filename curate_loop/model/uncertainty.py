@@ -25,12 +25,16 @@ PROB_SUM_TOLERANCE = 1e-3  # rows of float32 probabilities (softmax of rounded l
 
 def softmax(logits) -> np.ndarray:
     """(n, C) float64 probabilities from (n, C) logits (or log-probabilities), row by row, overflow-safe."""
-    arr = _as_2d(logits, "logits")
-    if len(arr) == 0:
-        return arr
-    shifted = arr - arr.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
+    return softmax_last_axis(_as_2d(logits, "logits"))
+
+
+def softmax_last_axis(values: np.ndarray) -> np.ndarray:
+    """The project's one softmax, over the last axis of a float array the caller built (no checks; its dtype kept):
+    the largest value is subtracted first, so any logits are safe."""
+    if values.size == 0:
+        return values
+    exp = np.exp(values - values.max(axis=-1, keepdims=True))
+    return exp / exp.sum(axis=-1, keepdims=True)
 
 
 def least_confidence(probs) -> np.ndarray:

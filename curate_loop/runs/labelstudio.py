@@ -295,6 +295,10 @@ def _build_tasks(dataset, members, batch: str, label_field: str, kind: str, root
     extra = list(score_paths.values()) + ([REASON_FIELD] if dataset.has_field(REASON_FIELD) else [])
     if model is not None and model["field"] != label_field:
         extra.append(model["field"])
+    from curate_loop.runs.quality import issues_to_show
+
+    shown = issues_to_show(dataset) if dataset.has_field("quality_issues") else set()
+    extra += ["quality_issues"] if shown else []  # the loop's "flag" issues: the annotator sees them
     allowed = set(map(str, classes or []))
     predicted = {}
     # stored documents, not label objects: building 10k Detections objects cost as much as the import itself
@@ -309,6 +313,9 @@ def _build_tasks(dataset, members, batch: str, label_field: str, kind: str, root
         data.update({k: round(float(v), 6) for k, v in scores.items()})
         if REASON_FIELD in values and values[REASON_FIELD][i]:
             data["curate_reason"] = values[REASON_FIELD][i]
+        issues = [issue for issue in values["quality_issues"][i] or [] if issue in shown] if shown else []
+        if issues:
+            data["quality_issues"] = issues
         labels = _label_dicts(values[label_field][i], kind)
         priority = max(scores.values(), default=0.0)
         if model is not None and _use_model(model["mode"], labels, values[model["field"]][i]):

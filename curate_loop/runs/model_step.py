@@ -10,6 +10,12 @@ which is checked (a label kind matching ``label_field``, something written, know
 per class) and only then replaces ``model.field`` in one step (old field deleted, scratch renamed). On any failure
 the scratch field is deleted and :class:`InvalidInputError` names the step; ``model.field`` stays as it was.
 
+Out-of-fold predictions (``model.out_of_fold: k``, default 3): the labeled samples get predictions in the same
+field too, each from the same kind of model trained on the other ``k - 1`` folds of the labels (the same callable
+or command, called once per fold with the fold as its pool). Label-error scores read these: a model scored on the
+labels it was trained on agrees with their errors. :func:`out_of_fold_folds` says how a field's labeled samples
+were predicted (recorded in ``dataset.info``), so a scan can say whether its scores are biased.
+
 Predictions follow the shared contract: ``fo.Classification`` or ``fo.Detections`` with ``confidence`` (probability
 of the predicted class) and ``logits`` (log-probabilities in the manifest's ``classes`` order), on pool samples.
 """
@@ -37,6 +43,8 @@ POOL_VIEW = "_curate_loop_pool"
 COMMAND_TIMEOUT_S = 24 * 3600  # a command that trains a detector may take hours, never forever
 STDERR_LINES = 10  # lines of a failed command's stderr quoted in the error
 CV_FOLDS = 5
+PREDICTIONS_INFO = "curate_loop_predictions"  # dataset.info: field -> how its labeled samples were predicted
+FOLD_SEED = 0
 
 
 @dataclass
@@ -52,6 +60,8 @@ class ModelStepRecord:
     cv_accuracy: float | None  # k-fold accuracy on the labels when the builtin trains; None otherwise
     model_version: str  # f"{name}@{iteration}": what Label Studio predictions carry
     note: str | None = None  # why nothing was trained or predicted, when so
+    out_of_fold: int = 0  # folds behind the labeled samples' predictions (0: none written)
+    out_of_fold_predicted: int = 0  # labeled samples with an out-of-fold prediction in ``field``
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,27 +87,73 @@ def run_model_step(dataset, manifest, iteration: int) -> ModelStepRecord:
     else:
         scratch = SCRATCH_PREFIX + spec.field
         _drop(dataset, scratch)  # left by a crashed run
-        try:
+
+        def predict(train, target) -> tuple[int, float | None, str | None]:
+            """Train on ``train``, write predictions for ``target`` into the scratch field."""
             if spec.kind == "builtin":
-                record.trained_on, record.cv_accuracy, record.note = _builtin(dataset, manifest, kind, labeled, pool,
-                                                                              scratch, step)
+                return _builtin(dataset, manifest, kind, train, target, scratch, step)
+            if spec.kind == "callable":
+                _call(spec.callable, dataset, train, target, scratch, step)
             else:
-                record.trained_on = _label_count(labeled, manifest.label_field, kind)
-                if spec.kind == "callable":
-                    _call(spec.callable, dataset, labeled, pool, scratch, step)
-                else:
-                    _command(spec.command, dataset, manifest, labeled, pool, scratch, step)
+                _command(spec.command, dataset, manifest, train, target, scratch, step)
+            return _label_count(train, manifest.label_field, kind), None, None
+
+        try:
+            record.trained_on, record.cv_accuracy, record.note = predict(labeled, pool)
+            if record.trained_on and spec.out_of_fold:
+                record.out_of_fold, fold_note = _out_of_fold(predict, labeled, spec.out_of_fold, step)
+                record.note = record.note or fold_note
             dataset.reload()
-            if record.note is None:
+            if dataset.has_sample_field(scratch) and dataset.exists(scratch).count():
                 _check_predictions(dataset, scratch, spec.field, manifest, kind, step)
                 _replace(dataset, scratch, spec.field)
+            elif record.note is None:
+                _check_predictions(dataset, scratch, spec.field, manifest, kind, step)  # raises: nothing written
         finally:
             _drop(dataset, scratch)
-        record.predicted = pool.exists(spec.field).count() if dataset.has_sample_field(spec.field) else 0
+        if dataset.has_sample_field(spec.field):
+            record.predicted = pool.exists(spec.field).count()
+            record.out_of_fold_predicted = labeled.exists(spec.field).count() if record.out_of_fold else 0
+        if record.out_of_fold and not record.out_of_fold_predicted:
+            record.out_of_fold = 0
+            record.note = record.note or "the fold models predicted no labeled sample (e.g. no proposals on them)"
+    _remember_predictions(dataset, spec.field, record)
     record.seconds = round(time.perf_counter() - started, 2)
     logger.info("%s: trained on %s labels, %d pool samples predicted in %.1f s", step, record.trained_on,
                 record.predicted, record.seconds)
     return record
+
+
+def out_of_fold_folds(dataset, field: str) -> int:
+    """Folds behind the labeled samples' predictions in ``field`` from the last model step (0: in-sample, or
+    written elsewhere, or unknown: label-error scores on them are biased towards the labels)."""
+    info = (dataset._dataset.info or {}).get(PREDICTIONS_INFO) or {}
+    return int((info.get(field) or {}).get("out_of_fold", 0))
+
+
+def _out_of_fold(predict, labeled, folds: int, step: str) -> tuple[int, str | None]:
+    """Predict each fold of the labeled samples with a model trained on the others; ``(folds used, note)``."""
+    ids = np.asarray(labeled.values("id"), dtype=str)
+    if len(ids) < 2 * folds:
+        return 0, (f"{len(ids)} labeled samples are too few for {folds} folds (at least {2 * folds}): no out-of-fold "
+                   "predictions on them yet")
+    order = np.random.default_rng(FOLD_SEED).permutation(len(ids))
+    for rows in np.array_split(order, folds):
+        held = ids[rows].tolist()
+        trained_on, _, note = predict(labeled.exclude(held), labeled.select(held))
+        if not trained_on:
+            return 0, f"a fold's model had nothing to train on ({note}): no out-of-fold predictions"
+    logger.info("%s: out-of-fold predictions for %d labeled samples (%d folds)", step, len(ids), folds)
+    return folds, None
+
+
+def _remember_predictions(dataset, field: str, record: ModelStepRecord) -> None:
+    info = dict(dataset.info or {})
+    known = dict(info.get(PREDICTIONS_INFO) or {})
+    known[field] = {"out_of_fold": record.out_of_fold, "model_version": record.model_version, "kind": record.kind}
+    info[PREDICTIONS_INFO] = known
+    dataset.info = info
+    dataset.save()
 
 
 # -- builtin: the linear probe ---------------------------------------------------------------------
@@ -284,7 +340,7 @@ def _check_predictions(dataset, field: str, shown: str, manifest, kind: str, ste
 
 
 def _replace(dataset, scratch: str, field: str) -> None:
-    """``scratch`` becomes ``field``: the old predictions go (with stale ones on samples labeled since)."""
+    """``scratch`` becomes ``field``: the old predictions go (with in-sample ones on samples labeled since)."""
     if dataset.has_sample_field(field):
         dataset.delete_sample_field(field)
     dataset.rename_sample_field(scratch, field)

@@ -3,6 +3,10 @@
 Read with bulk ``values`` calls and aligned to the rows of an embeddings run, so the array-level algorithms
 get plain boolean masks.
 
+*Excluded* samples never enter a batch: near-duplicates that are not their group's representative
+(``dup_keep == False``) and samples kept out by the data quality checks (``quality_exclude == True``, set by the
+manifest's ``quality:`` policy or by "exclude from curation" in the App's Data Quality panel).
+
 *Labeled* has one definition, here (:func:`is_labeled`, :func:`labeled_expression`): the sample's label field
 holds a label document. Not its file name, its ``split`` field or its tags: a pool sample (``pool_*.jpg``,
 tagged ``pool``) whose batch came back from Label Studio is labeled, and an empty ``Detections`` (an annotator
@@ -20,6 +24,7 @@ from curate_loop.errors import InvalidInputError
 BATCH_FIELD = "curate_batch"  # the batch a sample was picked into (None: not queued)
 REASON_FIELD = "curate_reason"  # why it was picked
 DUP_KEEP_FIELD = "dup_keep"  # False on near-duplicates that are not their group's representative
+QUALITY_EXCLUDE_FIELD = "quality_exclude"  # True on samples the data quality checks keep out of curation
 DEFAULT_LABEL_FIELD = "ground_truth"
 
 
@@ -30,7 +35,7 @@ class PoolState:
     ids: np.ndarray
     labeled: np.ndarray  # has labels in the label field
     queued: np.ndarray  # already picked into a batch (other than the one being redone)
-    excluded: np.ndarray  # near-duplicates marked not to keep
+    excluded: np.ndarray  # near-duplicates marked not to keep, and samples the quality checks exclude
     label_field: str | None
 
     @property
@@ -82,16 +87,21 @@ def resolve_label_field(samples, label_field: str | None) -> str | None:
     return label_field
 
 
+REVIEW_FIELDS = ("label_issues", "label_issue_fix")  # the label-issue review's own Detections: cards and fixes
+
+
 def label_fields(samples) -> list[str]:
+    """The Detections / Classification fields a user labels or predicts into (not the review's cards and fixes)."""
     import fiftyone.core.labels as fol
 
-    return sorted(samples.get_field_schema(embedded_doc_type=(fol.Detections, fol.Classification)))
+    schema = samples.get_field_schema(embedded_doc_type=(fol.Detections, fol.Classification))
+    return sorted(f for f in schema if f not in REVIEW_FIELDS)
 
 
 def pool_state(samples, ids: np.ndarray, label_field: str | None, *, redo_batch: str | None = None) -> PoolState:
     """Masks for ``ids`` (sample ids of an image-level run, in any order)."""
-    fields = ["id"] + ([label_field] if label_field else []) + [f for f in (BATCH_FIELD, DUP_KEEP_FIELD)
-                                                                 if samples.has_field(f)]
+    fields = ["id"] + ([label_field] if label_field else []) + [
+        f for f in (BATCH_FIELD, DUP_KEEP_FIELD, QUALITY_EXCLUDE_FIELD) if samples.has_field(f)]
     values = dict(zip(fields, samples.values(fields)))
     position = {sample_id: i for i, sample_id in enumerate(values["id"])}
     rows = np.fromiter((position[i] for i in ids.tolist()), dtype=np.int64, count=len(ids))
@@ -105,7 +115,7 @@ def pool_state(samples, ids: np.ndarray, label_field: str | None, *, redo_batch:
         ids=ids,
         labeled=mask(label_field, is_labeled) if label_field else np.zeros(len(ids), dtype=bool),
         queued=mask(BATCH_FIELD, lambda v: v is not None and v != redo_batch),
-        excluded=mask(DUP_KEEP_FIELD, lambda v: v is False),
+        excluded=mask(DUP_KEEP_FIELD, lambda v: v is False) | mask(QUALITY_EXCLUDE_FIELD, lambda v: v is True),
         label_field=label_field,
     )
 
