@@ -226,3 +226,34 @@ def jittered_proposals(dataset, truth_field: str, out_field: str, *, jitter_px: 
         values.append(fo.Detections(detections=[fo.Detection(label="object", bounding_box=b.tolist())
                                                 for b in shifted + random]))
     pool.set_values(out_field, values)
+
+
+def review_in_operator_browser(page, operator: str, decision_label: str | None, *, select_tile: int | None,
+                               wait_ms: int) -> None:
+    """Select one tile of the App's grid (or none), open ``operator`` ("review mislabels", "review label issues")
+    from the operator browser, choose ``decision_label`` (None: its default) and execute it."""
+    from playwright.sync_api import expect
+
+    if select_tile is not None:
+        tile = page.locator('[data-cy="looker"]').nth(select_tile)
+        tile.scroll_into_view_if_needed()
+        tile.hover()
+        tile.locator('[data-cy="looker-checkbox-"]').click()
+    page.keyboard.press("Backquote")  # the operator browser
+    page.get_by_placeholder("Search operations by name...").fill(operator)
+    page.get_by_text(f"curate-loop: {operator}").click()
+    selected = 0 if select_tile is None else 1
+    expect(page.get_by_text(f"Review {selected} selected", exact=True)).to_be_visible(timeout=wait_ms)
+    if decision_label:
+        page.get_by_text(decision_label, exact=True).click()
+    page.get_by_role("button", name="Execute").click()
+
+
+def open_panel(page, session, dataset, title: str) -> None:
+    """Open the App on ``dataset`` and add the panel named ``title`` from the "+" menu next to Samples."""
+    page.goto(f"{session.url.rstrip('/')}/datasets/{dataset.name}")
+    page.get_by_text("ground_truth", exact=True).first.wait_for()  # the sidebar has loaded the dataset
+    if page.get_by_role("button", name="Dismiss").count():
+        page.get_by_role("button", name="Dismiss").click()
+    page.locator("[data-cy=new-panel-btn]").click()
+    page.get_by_text(title, exact=True).click()

@@ -13,6 +13,7 @@ from test_browser_qa import UI_WAIT_MS, _start_app
 from test_label_issues_runs import KINDS, plant_errors
 
 from curate_loop.runs.label_issues import ISSUES_FIELD, VIEW_NAME, find_label_issues
+from conftest import review_in_operator_browser
 
 pytestmark = pytest.mark.browser
 
@@ -46,22 +47,9 @@ def _open_issues(page, url: str, count: int) -> None:
     expect(page.locator('[data-cy="looker"]')).to_have_count(count, timeout=UI_WAIT_MS)
 
 
-def _review(page, decision_label: str, *, select_tile: int | None):
-    """Select one tile of the grid (or none), run "review label issues" from the operator browser."""
-    from playwright.sync_api import expect
-
-    if select_tile is not None:
-        tile = page.locator('[data-cy="looker"]').nth(select_tile)
-        tile.scroll_into_view_if_needed()
-        tile.hover()
-        tile.locator('[data-cy="looker-checkbox-"]').click()
-    page.keyboard.press("Backquote")  # the operator browser
-    page.get_by_placeholder("Search operations by name...").fill("review label issues")
-    page.get_by_text("curate-loop: review label issues").click()
-    selected = 0 if select_tile is None else 1
-    expect(page.get_by_text(f"Review {selected} selected", exact=True)).to_be_visible(timeout=UI_WAIT_MS)
-    page.get_by_text(decision_label, exact=True).click()
-    page.get_by_role("button", name="Execute").click()
+def _review(page, decision_label, *, select_tile: int | None):
+    """Select one tile of the grid (or none), run "review label issues" from the operator browser with the decision."""
+    review_in_operator_browser(page, "review label issues", decision_label, select_tile=select_tile, wait_ms=UI_WAIT_MS)
 
 
 def _labels(dataset, sample_id):

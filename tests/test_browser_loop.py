@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import loop_copy
+from conftest import loop_copy, open_panel
 
 BUDGET = 6
 WAIT_MS = 240_000  # one iteration embeds the dataset and scans its boxes on 2 CPU cores
@@ -47,12 +47,7 @@ def test_one_iteration_through_the_loop_panel(loop_app, labelstudio, chromium_pa
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(60_000)
         try:
-            page.goto(f"{session.url.rstrip('/')}/datasets/{dataset.name}")
-            page.get_by_text("ground_truth", exact=True).first.wait_for()
-            if page.get_by_role("button", name="Dismiss").count():
-                page.get_by_role("button", name="Dismiss").click()
-            page.locator("[data-cy=new-panel-btn]").click()
-            page.get_by_text("Curation loop", exact=True).click()
+            open_panel(page, session, dataset, "Curation loop")
             # found the manifest by itself
             expect(page.get_by_text("No iteration yet")).to_be_visible(timeout=UI_WAIT_MS)
 

@@ -15,7 +15,7 @@ import pytest
 
 from curate_loop.runs.mislabels import SUSPECTS_VIEW, TAG_ACCEPTED, TAG_REANNOTATE, TAG_REJECTED, find_mislabels
 from curate_loop.runs.pool import BATCH_FIELD
-from conftest import fresh_clone
+from conftest import fresh_clone, review_in_operator_browser
 
 FLIPPED = 6
 UI_WAIT_MS = 60_000
@@ -84,23 +84,9 @@ def _expect_patches(page, count: int) -> None:
     expect(page.locator('[data-cy="looker"]')).to_have_count(count, timeout=UI_WAIT_MS)
 
 
-def _review(page, decision_label: str | None, *, select_tile: int | None):
+def _review(page, decision_label, *, select_tile: int | None):
     """Select one tile of the grid (or none), run "review mislabels" from the operator browser with the decision."""
-    from playwright.sync_api import expect
-
-    if select_tile is not None:
-        tile = page.locator('[data-cy="looker"]').nth(select_tile)
-        tile.scroll_into_view_if_needed()
-        tile.hover()
-        tile.locator('[data-cy="looker-checkbox-"]').click()
-    page.keyboard.press("Backquote")  # the operator browser
-    page.get_by_placeholder("Search operations by name...").fill("review mislabels")
-    page.get_by_text("curate-loop: review mislabels").click()
-    selected = 0 if select_tile is None else 1
-    expect(page.get_by_text(f"Review {selected} selected", exact=True)).to_be_visible(timeout=UI_WAIT_MS)
-    if decision_label:
-        page.get_by_text(decision_label, exact=True).click()
-    page.get_by_role("button", name="Execute").click()
+    review_in_operator_browser(page, "review mislabels", decision_label, select_tile=select_tile, wait_ms=UI_WAIT_MS)
 
 
 def _close_output(page):

@@ -13,6 +13,7 @@ import pytest
 from test_quality_loop import clone, plant_copies
 
 from curate_loop.runs.pool import QUALITY_EXCLUDE_FIELD
+from conftest import open_panel
 
 UI_WAIT_MS = 60_000  # a busy 2-core machine: the panel's calls and the App's grid take their time
 
@@ -61,12 +62,7 @@ def test_the_data_quality_panel_moves_a_threshold_shows_and_excludes(quality_app
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.set_default_timeout(UI_WAIT_MS)
         try:
-            page.goto(f"{session.url.rstrip('/')}/datasets/{dataset.name}")
-            page.get_by_text("ground_truth", exact=True).first.wait_for()
-            if page.get_by_role("button", name="Dismiss").count():
-                page.get_by_role("button", name="Dismiss").click()
-            page.locator("[data-cy=new-panel-btn]").click()
-            page.get_by_text("Data quality", exact=True).click()
+            open_panel(page, session, dataset, "Data quality")
 
             # the first issue, dark: its count, and its histogram with the flagged tail
             expect(page.get_by_text(f"{len(before)} samples flagged dark")).to_be_visible(timeout=UI_WAIT_MS)

@@ -241,17 +241,8 @@ def _score_dataset(dataset, label_field: str | None, user: dict):
     import fiftyone as fo
 
     ids, values, measured = _image_metric_arrays(dataset)
-    thresholds, flagged = {}, {}
-    issues_of = [[] for _ in ids]
-    for issue in IMAGE_ISSUES:
-        rule = RULES[issue]
-        x = np.where(measured, values[rule.metric], np.nan)
-        thresholds[issue] = _threshold_of(rule, x[measured], user)
-        score = issue_score(rule, x, thresholds[issue]["threshold"])
-        hit = measured & (score >= FLAG_SCORE) & np.isfinite(thresholds[issue]["threshold"])
-        for i in np.flatnonzero(hit):
-            issues_of[i].append(issue)
-        flagged[issue] = int(hit.sum())
+    thresholds, flagged, scores, issues_of = _flag(IMAGE_ISSUES, values, measured, user)
+    for issue, score in scores.items():
         if not dataset.has_field(field_name(issue)):
             dataset.add_sample_field(field_name(issue), fo.FloatField)
         dataset.set_values(field_name(issue), dict(zip(ids, [round(float(s), 6) if m else None
@@ -274,6 +265,25 @@ def _score_dataset(dataset, label_field: str | None, user: dict):
     return thresholds, flagged, box_failures
 
 
+def _flag(issues, values: dict, measured: np.ndarray, user: dict):
+    """Thresholds, scores and flags of ``issues`` on metric arrays (the measured rows): ``(thresholds, flagged
+    counts, scores per issue, the issues of each row)``. One implementation for images and boxes."""
+    thresholds, flagged, scores = {}, {}, {}
+    hits = []
+    for issue in issues:
+        rule = RULES[issue]
+        x = np.where(measured, values[rule.metric], np.nan)
+        thresholds[issue] = _threshold_of(rule, x[measured], user)
+        scores[issue] = issue_score(rule, x, thresholds[issue]["threshold"])
+        hit = measured & (scores[issue] >= FLAG_SCORE) & np.isfinite(thresholds[issue]["threshold"])
+        flagged[issue] = int(hit.sum())
+        hits.append(hit)
+    names = np.asarray(issues, dtype=object)
+    matrix = np.stack(hits, axis=1) if hits else np.zeros((len(measured), 0), dtype=bool)
+    issues_of = [names[row].tolist() for row in matrix]
+    return thresholds, flagged, scores, issues_of
+
+
 def _score_boxes(dataset, label_field: str, user: dict):
     prefix = f"{label_field}.detections"
     label_ids = dataset.values(f"{prefix}.id", unwind=True)
@@ -281,17 +291,8 @@ def _score_boxes(dataset, label_field: str, user: dict):
         return {}, {}, {}, {}
     values = {m: _float_array(dataset.values(f"{prefix}.{field_name(m)}", unwind=True)) for m in BOX_METRICS}
     measured = np.isfinite(values["box_area"])
-    thresholds, flagged = {}, {}
-    issues_of = [[] for _ in label_ids]
-    for issue in BOX_ISSUES:
-        rule = RULES[issue]
-        x = np.where(measured, values[rule.metric], np.nan)
-        thresholds[issue] = _threshold_of(rule, x[measured], user)
-        score = issue_score(rule, x, thresholds[issue]["threshold"])
-        hit = measured & (score >= FLAG_SCORE) & np.isfinite(thresholds[issue]["threshold"])
-        for i in np.flatnonzero(hit):
-            issues_of[i].append(issue)
-        flagged[issue] = int(hit.sum())
+    thresholds, flagged, scores, issues_of = _flag(BOX_ISSUES, values, measured, user)
+    for issue, score in scores.items():
         dataset.set_label_values(f"{prefix}.{field_name(issue)}",
                                  {i: round(float(s), 6) for i, s, m in zip(label_ids, score, measured) if m},
                                  dynamic=True)
