@@ -28,7 +28,8 @@ N_CLUSTERS, PER_CLUSTER = 5, 24  # 120 samples, 4 labeled in each cluster
 UNCERTAIN = 12  # pool samples with near-uniform logits, all in clusters 0 and 1
 K = 6
 PURE_DIVERSITY = Objectives(uncertainty=0.0, class_balance=0.0)
-MOSTLY_UNCERTAIN = Objectives(uncertainty=10.0, class_balance=0.0)  # 8 candidates (k * (n / k) ** (1 / 11))
+# 8 candidates (k * (n / k) ** (1 / 11)): the strength as given, whatever the labels per class (no trust ramp)
+MOSTLY_UNCERTAIN = Objectives(uncertainty=10.0, class_balance=0.0, trust_labels_per_class=None)
 
 
 def _logits(label: int, sure: float) -> list[float]:
@@ -283,7 +284,8 @@ def test_cli_options_reach_select_batch(animals):
     config = animals.get_run_info("cli_unsure").config
     assert config.predictions_field == "predictions"
     assert config.objectives == {"diversity": 1.0, "uncertainty": 10.0, "class_balance": 0.0,
-                                 "uncertainty_score": "entropy", "class_target": "uniform"}
+                                 "uncertainty_score": "entropy", "class_target": "uniform",
+                                 "trust_labels_per_class": 5.0}
     assert sorted(animals.load_saved_view("cli_unsure").values("planted_uncertain")) == [True] * K
     delete_batch(animals, "cli_unsure")
 
