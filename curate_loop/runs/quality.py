@@ -320,10 +320,24 @@ def view_name(issue: str) -> str:
 
 
 # -- the run record --------------------------------------------------------------------------------------------------
+READ_ATTEMPTS = 5  # the App's panel can read the run while another of its events rewrites it
+
+
 def _stored(dataset) -> dict:
-    if RUN_KEY not in dataset.list_runs():
-        return {}
-    return dataset.load_run_results(RUN_KEY, cache=False).serialize()
+    """The quality run's record. FiftyOne can fail to read run results that another request is rewriting at that
+    moment ("'str' object has no attribute 'decode'", seen in the App when one threshold arrives as two panel
+    events): read again after a reload, a few times, before giving up."""
+    for attempt in range(READ_ATTEMPTS):
+        if RUN_KEY not in dataset.list_runs():
+            return {}
+        try:
+            return dataset.load_run_results(RUN_KEY, cache=False).serialize()
+        except (AttributeError, TypeError, ValueError):
+            if attempt == READ_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+            dataset.reload()
+    return {}
 
 
 def _record(dataset, summary: QualitySummary, user: dict) -> None:
