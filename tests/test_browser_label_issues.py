@@ -13,7 +13,7 @@ from test_browser_qa import UI_WAIT_MS, _start_app
 from test_label_issues_runs import KINDS, plant_errors
 
 from curate_loop.runs.label_issues import ISSUES_FIELD, VIEW_NAME, find_label_issues
-from conftest import review_in_operator_browser
+from conftest import review_in_operator_browser, fresh_clone
 
 pytestmark = pytest.mark.browser
 
@@ -24,9 +24,7 @@ def issues_app(example_dataset):
     import fiftyone as fo
 
     name = "browser-label-issues"
-    if fo.dataset_exists(name):
-        fo.delete_dataset(name)
-    dataset = example_dataset.clone(name)
+    dataset = fresh_clone(example_dataset, name)
     planted = plant_errors(dataset)
     assert find_label_issues(dataset, "ground_truth", "predictions").by_kind == {kind: 1 for kind in KINDS}
     session = _start_app(dataset.load_saved_view(VIEW_NAME))

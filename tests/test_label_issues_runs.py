@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from curate_loop.cli import cli
 from curate_loop.errors import InvalidInputError
 from curate_loop.plugin_install import PLUGIN_NAME
+from conftest import fresh_clone
 from curate_loop.runs.label_issues import (FIX_FIELD, ISSUES_FIELD, VIEW_NAME, accept_issues, find_label_issues,
                                            issue_ids_of_selection, reject_issues, send_issues_for_reannotation,
                                            undo_issue)
@@ -30,9 +31,7 @@ def base(example_dataset):
     import fiftyone as fo
 
     name = "label-issues-tests"
-    if fo.dataset_exists(name):
-        fo.delete_dataset(name)
-    dataset = example_dataset.clone(name)
+    dataset = fresh_clone(example_dataset, name)
     yield dataset
     dataset.delete()
 

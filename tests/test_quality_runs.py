@@ -13,6 +13,7 @@ from PIL import Image
 from curate_loop.errors import InvalidInputError
 from curate_loop.quality import BOX_ISSUES, IMAGE_ISSUES
 from curate_loop.runs.pool import QUALITY_EXCLUDE_FIELD, pool_state
+from conftest import fresh_clone
 from curate_loop.runs.quality import (HASH_FIELD, ISSUES_FIELD, apply_policy, compute_quality, exclude_from_curation,
                                       flagged_view, metric_values, quality_run, quality_thresholds, set_threshold)
 
@@ -24,9 +25,7 @@ def planted(example_dataset, tmp_path_factory):
     import fiftyone as fo
 
     name = "quality-tests"
-    if fo.dataset_exists(name):
-        fo.delete_dataset(name)
-    dataset = example_dataset.clone(name)
+    dataset = fresh_clone(example_dataset, name)
     folder = tmp_path_factory.mktemp("quality-media")
     first = dataset.first()
     source = np.asarray(Image.open(first.filepath).convert("RGB"))
