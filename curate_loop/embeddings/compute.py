@@ -37,8 +37,12 @@ def embed_images(
     num_workers: int | None = None,
     flush_every: int = DEFAULT_FLUSH_EVERY,
     progress: Callable[[int, int], None] | None = None,
+    quality: bool = False,
 ) -> EmbedReport:
-    """Embed the images whose ids are not in ``store`` yet; failures are recorded, not raised."""
+    """Embed the images whose ids are not in ``store`` yet; failures are recorded, not raised.
+
+    ``quality``: measure the data-quality metrics of each image from the same decode (``EmbedReport.quality``).
+    """
     import torch
     from torch.utils.data import DataLoader
 
@@ -51,7 +55,7 @@ def embed_images(
         num_workers = default_num_workers(on_gpu)
     # decoding in this process: as many threads as the model uses, between its forward passes
     decoders = ThreadPoolExecutor(torch.get_num_threads()) if num_workers == 0 else None
-    images = ImageFiles([filepaths[k] for k in todo], model.preprocess, executor=decoders, uint8=True)
+    images = ImageFiles([filepaths[k] for k in todo], model.preprocess, executor=decoders, uint8=True, quality=quality)
     loader = DataLoader(images, batch_size=batch_size, num_workers=num_workers, collate_fn=collate,
                         pin_memory=on_gpu, prefetch_factor=PREFETCH_BATCHES if num_workers else None)
     with decoders or nullcontext():

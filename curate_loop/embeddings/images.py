@@ -131,10 +131,12 @@ class ImageFiles:
     ``uint8``: items are the preprocessing's uint8 HxWx3 image before its ``ToTensor`` + ``Normalize``
     (when it ends so), and :meth:`model_input` finishes a collated batch: a quarter of the bytes to move,
     and no torch work in decoding threads, whose own OpenMP threads would compete with the model's.
+    ``quality``: also measure the data-quality metrics and content hash of each image from the same decode
+    (:func:`decode_with_quality`); items then carry a 4th element ``(metrics, hash)``.
     """
 
     def __init__(self, filepaths: list[str], preprocess, *, reduced_decode: bool = True,
-                 executor: Executor | None = None, uint8: bool = False):
+                 executor: Executor | None = None, uint8: bool = False, quality: bool = False):
         self.filepaths = list(filepaths)
         self.preprocess = preprocess
         self.transform = fuse_resize_crop(preprocess)
@@ -143,18 +145,27 @@ class ImageFiles:
         self.executor = executor
         split = split_preprocess(self.transform) if uint8 else None
         self.pil_steps, self.normalize = split or (None, None)
+        self.quality = quality
 
     def __len__(self) -> int:
         return len(self.filepaths)
 
     def __getitem__(self, index: int):
+        measured = None
         try:
-            img = open_rgb(self.filepaths[index], min_size=self.draft_size)
+            if self.quality:
+                img, measured = decode_with_quality(self.filepaths[index])
+            else:
+                img = open_rgb(self.filepaths[index], min_size=self.draft_size)
             if self.pil_steps is not None:
-                return index, np.array(self.pil_steps(img)), None  # writable, as torch wants
-            return index, self.transform(img), None
+                item = np.array(self.pil_steps(img))  # writable, as torch wants
+            else:
+                item = self.transform(img)
         except Exception as exc:  # any decode failure is the sample's, reported by the caller
-            return index, None, f"{type(exc).__name__}: {exc}"
+            item, error = None, f"{type(exc).__name__}: {exc}"
+        else:
+            error = None
+        return (index, item, error, measured) if self.quality else (index, item, error)
 
     def __getitems__(self, indices: list[int]) -> list:
         """The items of a batch, in order; decoded by ``executor`` when there is one."""
@@ -173,17 +184,38 @@ class ImageFiles:
         return normalize(x, self.normalize.mean, self.normalize.std, inplace=True).to(dtype)  # no 2nd copy
 
 
+def decode_with_quality(path: str):
+    """``(RGB image for the model, (quality metrics, content hash))`` from ONE decode of ``path``.
+
+    The quality decode (:func:`curate_loop.quality.decode.decode_for_quality`, long side up to its working size)
+    is at least as large as the embedding's reduced decode, so the model's own resize still filters it; only a
+    16/32-bit image, which the two decodes scale differently, is opened a second time for the model.
+    """
+    from curate_loop.quality.decode import decode_for_quality
+    from curate_loop.quality.image_metrics import measure
+
+    decoded = decode_for_quality(path)
+    measured = (measure(decoded.pixels, decoded.size), decoded.content_hash)
+    if decoded.high_bit_depth:
+        return open_rgb(path), measured
+    img = Image.fromarray(decoded.pixels)
+    return (img if img.mode == "RGB" else img.convert("RGB")), measured
+
+
 def collate(items):
     """Stack the good tensors (or uint8 arrays); keep indices of good and failed items apart.
 
     Stacking goes through torch's ``default_collate``, which in a DataLoader worker writes the batch
     straight into shared memory: one copy less per batch on its way to the main process.
+    Items of an :class:`ImageFiles` with ``quality`` add a 4th element: the good items' ``(metrics, hash)``.
     """
     from torch.utils.data import default_collate
 
-    good = [(i, t) for i, t, err in items if err is None]
-    failed = [(i, err) for i, _, err in items if err is not None]
+    good = [(i, t) for i, t, err, *_ in items if err is None]
+    failed = [(i, err) for i, _, err, *_ in items if err is not None]
     tensors = default_collate([t for _, t in good]) if good else None
+    if items and len(items[0]) == 4:
+        return [i for i, _ in good], tensors, failed, [m for _, _, err, m in items if err is None]
     return [i for i, _ in good], tensors, failed
 
 

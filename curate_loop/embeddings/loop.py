@@ -1,6 +1,8 @@
 """The inference loop shared by image and object embeddings: batches in, normalised vectors to the store.
 
-A loader yields ``(good item indices, inputs, [(item index, reason), ...])``; the item index maps to
+A loader yields ``(good item indices, inputs, [(item index, reason), ...])``, plus, when the decode also measured
+data quality, a 4th element: one ``(metrics, content hash)`` per good item (kept in ``EmbedReport.quality``,
+keyed by id, for the caller to store once at the end); the item index maps to
 an id through ``item_ids`` and ``encode(inputs)`` gives one vector per good item (an open_clip model
 on stacked tensors, or a user's callable on PIL images). Vectors are L2-normalised (cosine geometry
 everywhere) and flushed to the store every ``flush_every`` vectors, so a crash loses at most one
@@ -10,7 +12,7 @@ chunk of work.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import numpy as np
@@ -30,6 +32,7 @@ class EmbedReport:
     computed: int
     skipped: int  # already in the store (resume / incremental add)
     failed: dict[str, str]
+    quality: dict[str, tuple[dict, str]] = field(default_factory=dict)  # id -> (metrics, hash), when measured
 
 
 def model_encoder(model: LoadedModel, to_input: Callable | None = None) -> Callable:
@@ -58,9 +61,12 @@ def run_embedding_loop(batches: Iterable, item_ids: list[str], encode: Callable,
     buffer_vecs: list[np.ndarray] = []
     failed: dict[str, str] = {}
     processed = 0
-    for good, inputs, bad in batches:
+    quality: dict[str, tuple[dict, str]] = {}
+    for good, inputs, bad, *measured in batches:
         for i, err in bad:
             failed[item_ids[i]] = err
+        if measured:
+            quality.update(zip((item_ids[i] for i in good), measured[0]))
         if len(good):
             vectors = checked_vectors(encode(inputs), len(good), source)
             buffer_vecs.append(normalize_rows(vectors))
@@ -79,7 +85,7 @@ def run_embedding_loop(batches: Iterable, item_ids: list[str], encode: Callable,
         store.record_failures(failed, succeeded=succeeded)
     if failed:
         logger.warning("%d item(s) could not be embedded, e.g. %s", len(failed), next(iter(failed.items())))
-    return EmbedReport(computed=len(succeeded), skipped=skipped, failed=failed)
+    return EmbedReport(computed=len(succeeded), skipped=skipped, failed=failed, quality=quality)
 
 
 def checked_vectors(vectors, n_rows: int, source: str) -> np.ndarray:

@@ -384,7 +384,8 @@ def _embed(dataset, manifest: Manifest) -> int:
     from curate_loop.loop.embedding_models import choose_models
 
     models, _ = choose_models(dataset, manifest, manifest.embeddings.key)  # the note is one of _notices
-    return compute_embeddings(dataset, manifest.embeddings.key, models).computed
+    # with quality checks on, the images are measured in this same decode; the quality step then only scores
+    return compute_embeddings(dataset, manifest.embeddings.key, models, quality=manifest.quality.enabled).computed
 
 
 def _quality(dataset, manifest: Manifest) -> dict:

@@ -25,6 +25,7 @@ class Decoded:
     pixels: np.ndarray  # uint8 HxW or HxWx3, long side <= MAX_SIDE
     size: tuple[int, int]  # (width, height) of the stored image, after EXIF orientation
     content_hash: str  # of the decoded pixels and the stored size
+    high_bit_depth: bool = False  # a 16/32-bit file: its pixels keep the stored range (the embedding decode stretches)
 
 
 def decode_for_quality(path: str, *, max_side: int = MAX_SIDE) -> Decoded:
@@ -36,7 +37,8 @@ def decode_for_quality(path: str, *, max_side: int = MAX_SIDE) -> Decoded:
         img.draft(img.mode if img.mode in ("L", "RGB") else "RGB", (max_side, max_side))  # JPEG only, else a no-op
         ImageOps.exif_transpose(img, in_place=True)
         arr = reduce_to_max_side(_as_uint8(img), max_side)
-    return Decoded(arr, (width, height), content_hash(arr, salt=f"{width}x{height}"))
+        high = img.mode in _SIXTEEN_BIT or img.mode in ("I", "F")
+    return Decoded(arr, (width, height), content_hash(arr, salt=f"{width}x{height}"), high)
 
 
 def _as_uint8(img: Image.Image) -> np.ndarray:

@@ -159,18 +159,24 @@ def _finish(dataset, key: str, config: dict, stores: list[EmbeddingStore], summa
 def compute_embeddings(samples, key: str = "clip", models="ViT-B-32", *, patches_field: str | None = None,
                        margin: float = DEFAULT_MARGIN, min_crop_px: int = DEFAULT_MIN_CROP_PX,
                        batch_size: int = 32, device: str | None = None, num_workers: int | None = None,
-                       flush_every: int = 4096, progress: Progress | None = None) -> EmbeddingRunSummary:
+                       flush_every: int = 4096, progress: Progress | None = None,
+                       quality: bool = False) -> EmbeddingRunSummary:
     """Embed the images (or the objects of ``patches_field``) of ``samples`` with one or more open_clip models.
 
     Re-running with the same key resumes an interrupted run and embeds only what is new: ids already
     stored are skipped. Several models are combined by concatenating their normalised vectors.
     ``flush_every`` vectors are written per chunk: the most work an interruption can lose.
+    ``quality`` (images only): measure the data-quality metrics from the same decode and record them as
+    :func:`curate_loop.runs.quality.compute_quality` would (which then skips these images).
     """
     from curate_loop.embeddings.compute import embed_images
     from curate_loop.embeddings.models import check_spec, load_model
     from curate_loop.embeddings.objects import embed_objects
 
     _validate_key(key)
+    if quality and patches_field is not None:
+        raise InvalidInputError("quality=True measures images; embed the images for it, and check boxes with "
+                                "curate_loop.runs.quality.compute_quality.")
     specs = parse_models(models)
     for spec in specs:
         check_spec(spec)  # a typo in a model name is the first thing to report
@@ -209,7 +215,9 @@ def compute_embeddings(samples, key: str = "clip", models="ViT-B-32", *, patches
             report = embed_objects(label_ids, boxes, filepaths, loaded, store, margin=margin, min_crop_px=min_crop_px,
                                    **common)
         else:
-            report = embed_images(ids, filepaths, loaded, store, **common)
+            report = embed_images(ids, filepaths, loaded, store, quality=quality and m == 0, **common)
+            if report.quality:
+                _record_quality(samples, report.quality)
         summary.computed = max(summary.computed, report.computed)
         summary.skipped = max(summary.skipped, report.skipped)
         summary.failed.update(report.failed)
@@ -219,6 +227,16 @@ def compute_embeddings(samples, key: str = "clip", models="ViT-B-32", *, patches
     logger.info("Embeddings %r: %d computed, %d already stored, %d failed in %.1f s", key, summary.computed,
                 summary.skipped, len(summary.failed), summary.seconds)
     return summary
+
+
+def _record_quality(samples, measured: dict[str, tuple[dict, str]]) -> None:
+    """Store what the embedding pass measured (id -> (metrics, hash)) as the quality run's image metrics."""
+    from curate_loop.quality.image_metrics import METRICS
+    from curate_loop.runs.quality import record_image_metrics
+
+    ids = list(measured)
+    metrics = {m: np.asarray([measured[i][0][m] for i in ids], dtype=np.float64) for m in METRICS}
+    record_image_metrics(samples, ids, metrics, [measured[i][1] for i in ids])
 
 
 def _classical_basis(loaded, store: EmbeddingStore, level: str, filepaths, boxes, margin, min_crop_px,
