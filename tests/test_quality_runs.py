@@ -92,6 +92,10 @@ def test_record_thresholds_views_and_histogram_values(planted):
     scores = dark.values("quality_dark")
     assert scores == sorted(scores, reverse=True) and min(scores) >= 0.5
     assert set(flagged_view(planted, "exact_duplicate").values("id")) >= {PLANTED["copy"], PLANTED["original"]}
+    tiny = flagged_view(planted, "tiny_box")  # one patch per flagged box, worst first
+    assert tiny._is_patches and PLANTED["zero_box"] in tiny.values("ground_truth.id")
+    tiny_scores = tiny.values("ground_truth.quality_tiny_box")
+    assert tiny_scores == sorted(tiny_scores, reverse=True) and min(tiny_scores) >= 0.5
     highlights = metric_values(planted, "highlights")
     assert len(highlights) == len(planted) and np.isnan(highlights).sum() == 1  # the broken file
     box_area = metric_values(planted, "box_area")

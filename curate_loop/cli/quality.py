@@ -106,4 +106,5 @@ def quality_views(dataset_name):
     quality_run(dataset)
     for issue in IMAGE_ISSUES + BOX_ISSUES:
         if dataset.has_saved_view(view_name(issue)):
-            click.echo(f"{view_name(issue):<26} {len(flagged_view(dataset, issue)):>7} samples")
+            click.echo(f"{view_name(issue):<26} {len(flagged_view(dataset, issue)):>7} "
+                       f"{'boxes' if issue in BOX_ISSUES else 'samples'}")

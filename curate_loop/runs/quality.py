@@ -310,9 +310,11 @@ def _save_views(dataset, label_field: str | None) -> None:
         view = dataset.match(F(ISSUES_FIELD).contains(issue)).sort_by(field_name(issue), reverse=True)
         dataset.save_view(view_name(issue), view, description=f"Data quality: {issue}, worst first", overwrite=True)
     if label_field and dataset.has_field(f"{label_field}.detections.{ISSUES_FIELD}"):
-        for issue in BOX_ISSUES:
-            view = dataset.filter_labels(label_field, F(ISSUES_FIELD).contains(issue), only_matches=True)
-            dataset.save_view(view_name(issue), view, description=f"Data quality: {issue} boxes", overwrite=True)
+        for issue in BOX_ISSUES:  # one patch per flagged box, worst first: the reviewer looks at the box itself
+            view = (dataset.filter_labels(label_field, F(ISSUES_FIELD).contains(issue), only_matches=True)
+                    .to_patches(label_field).sort_by(f"{label_field}.{field_name(issue)}", reverse=True))
+            dataset.save_view(view_name(issue), view, description=f"Data quality: {issue} boxes, worst first",
+                              overwrite=True)
 
 
 def view_name(issue: str) -> str:
@@ -411,7 +413,8 @@ def set_threshold(dataset, issue: str, threshold: float | None) -> int:
 
 
 def flagged_view(dataset, issue: str):
-    """The saved view of ``issue``: samples flagged with it, worst first (box issues: the flagged boxes)."""
+    """The saved view of ``issue``: samples flagged with it, worst first (box issues: a patches view of the flagged
+    boxes, worst first)."""
     _check_issue(issue)
     if not dataset.has_saved_view(view_name(issue)):
         quality_run(dataset)  # a clear error when the checks never ran
