@@ -148,8 +148,8 @@ def _run_curation_steps(dataset, manifest) -> None:
     _step(f"Embedding the images with {', '.join(s.key for s in specs)}, with the similarity index and map")
     if note:
         click.secho(f"    {note}", fg="yellow")
-    summary = compute_embeddings(dataset, key, specs)
-    build_similarity(dataset, key)
+    summary = compute_embeddings(dataset, key, specs, quality=manifest.quality.enabled)  # one decode: both measured
+    build_similarity(dataset, key, backend=manifest.similarity.backend, uri=manifest.similarity.uri)
     compute_map(dataset, key)
     click.echo(f"    {summary.total_vectors} vectors ({summary.computed} computed now, {summary.skipped} reused)")
     notice = random_weights_notice(dataset, key)

@@ -15,6 +15,7 @@ from .loop import CurationLoopPanel, RunLoopIteration
 from .mislabels import FindMislabels, ReviewMislabels
 from .quality import ComputeQuality, DataQualityPanel, QualityExclude, TagQualityIssues
 from .searches import ApplySearch, SaveSearch
+from .shards import ComputeEmbeddingsShard, QueueShardedEmbeddings
 from .summary import DatasetSummary
 
 OPERATORS = (DatasetSummary, ComputeEmbeddings, BuildIndexAndMap, SaveSearch, ApplySearch, SelectBatch,
@@ -22,6 +23,7 @@ OPERATORS = (DatasetSummary, ComputeEmbeddings, BuildIndexAndMap, SaveSearch, Ap
 OPERATORS += (PushToLabelStudio, PullFromLabelStudio, RunLoopIteration)
 OPERATORS += (FindLabelIssues, ReviewLabelIssues)
 OPERATORS += (ComputeQuality, QualityExclude, TagQualityIssues)
+OPERATORS += (QueueShardedEmbeddings, ComputeEmbeddingsShard)
 PANELS = (CurationLoopPanel, DataQualityPanel)
 quiet_fiftyone()  # the App server process loads this module: its removed-App-config warnings go too
 

@@ -12,12 +12,25 @@ from .forms import (DELEGATE_ABOVE, DelegableOperator, cannot_run, complete_embe
 
 LEVELS = {"image": "Images", "object": "Objects (box crops)"}
 INDEX_AND_MAP_RESULTS = [("similarity", str, "Similarity index (brain key)"), ("map", str, "2-D map (brain key)")]
+SIMILARITY_BACKENDS = {"faiss": "faiss (files on this machine)",
+                       "milvus": "Milvus (Milvus Lite file, or a Milvus server by URI)"}
 
 
 def _detections_fields(dataset):
     import fiftyone.core.labels as fol
 
     return sorted(dataset.get_field_schema(embedded_doc_type=fol.Detections))
+
+
+def _similarity_inputs(inputs, params) -> None:
+    """Where the similarity index lives: faiss (default) or Milvus, with an optional Milvus URI."""
+    if not params.get("build_index", True):
+        return
+    radio(inputs, "similarity_backend", SIMILARITY_BACKENDS, "Similarity backend", default="faiss")
+    if params.get("similarity_backend") == "milvus":
+        inputs.str("milvus_uri", label="Milvus URI", required=False,
+                   description="empty: a Milvus Lite file per dataset under the curate-loop home (one process at a "
+                               "time); a server: http://HOST:19530")
 
 
 def _index_and_map(ctx, view, key, build_index, build_map):
@@ -27,7 +40,9 @@ def _index_and_map(ctx, view, key, build_index, build_map):
     out = {}
     if build_index:
         ctx.set_progress(progress=0.0, label="building the similarity index")
-        out["similarity"] = build_similarity(view, key)
+        backend = ctx.params.get("similarity_backend") or "faiss"
+        uri = ((ctx.params.get("milvus_uri") or "").strip() or None) if backend == "milvus" else None
+        out["similarity"] = build_similarity(view, key, backend=backend, uri=uri)
     if build_map:
         out["map"] = compute_map(view, key, progress=progress(ctx))
     return out
@@ -60,6 +75,7 @@ class ComputeEmbeddings(DelegableOperator):
                                "are concatenated")
         inputs.int("batch_size", default=32, label="Batch size")
         inputs.bool("build_index", default=True, label="Build the similarity index (sort by similarity)")
+        _similarity_inputs(inputs, ctx.params)
         inputs.bool("build_map", default=True, label="Build the 2-D map (Embeddings panel)")
         return form(inputs, "Compute embeddings")
 
@@ -93,7 +109,7 @@ class BuildIndexAndMap(DelegableOperator):
     @property
     def config(self):
         return operator_config("build_similarity_and_map", "curate-loop: build similarity index and map",
-                               "Index an embeddings run for sort by similarity (faiss) and draw its 2-D map",
+                               "Index an embeddings run for sort by similarity (faiss or Milvus) and draw its 2-D map",
                                delegable=True)
 
     def resolve_input(self, ctx):
@@ -103,6 +119,7 @@ class BuildIndexAndMap(DelegableOperator):
             return cannot_run(inputs, "No finished embeddings yet: run 'compute embeddings' first.")
         dropdown(inputs, "key", keys, "Embeddings")
         inputs.bool("build_index", default=True, label="Similarity index")
+        _similarity_inputs(inputs, ctx.params)
         inputs.bool("build_map", default=True, label="2-D map")
         return form(inputs, "Build similarity index and map")
 

@@ -31,6 +31,15 @@ class Embeddings(_Strict):
     objects_key: str = "boxes"  # object embeddings of label_field, for the mislabel scan
     fallback: Literal["classical"] | None = Field(
         None, description="when the models' weights cannot be had (offline), embed with this model instead")
+    backend: Literal["local", "ray"] = Field("local", description="where decoding and the model run: this process, "
+                                             "or a Ray Data actor pool (pip install 'curate-loop[ray]')")
+    ray_address: str | None = Field(None, description="ray only: a running cluster (HOST:PORT, ray://HOST:10001, "
+                                    "auto); null: a local cluster for each run")
+    ray_actors: int | None = Field(None, ge=1, description="ray only: actors in the pool; null: one per GPU, else "
+                                   "one per node's cores")
+    store_url: str | None = Field(None, description="where new runs' vectors go: a folder or any fsspec URL "
+                                  "(s3://bucket/prefix: pip install 'curate-loop[storage]'); null: "
+                                  "$CURATE_LOOP_STORE_URL, else the curate-loop home")
 
     @field_validator("key", "objects_key")
     @classmethod
@@ -38,6 +47,27 @@ class Embeddings(_Strict):
         if not value.isidentifier():
             raise ValueError("use letters, digits and underscores")
         return value
+
+    @model_validator(mode="after")
+    def _ray_settings_need_ray(self) -> "Embeddings":
+        if self.backend != "ray" and (self.ray_address is not None or self.ray_actors is not None):
+            raise ValueError("ray_address and ray_actors are for backend ray; set backend: ray or drop them")
+        return self
+
+
+class Similarity(_Strict):
+    """Where the similarity index (the App's sort by similarity) lives."""
+
+    backend: Literal["faiss", "milvus"] = Field("faiss", description="faiss: files on this machine; milvus: Milvus "
+                                                "(pip install 'curate-loop[milvus]')")
+    uri: str | None = Field(None, description="milvus only: a Milvus Lite file (*.db) or a server URL "
+                            "(http://HOST:19530); null: a Milvus Lite file per dataset under the curate-loop home")
+
+    @model_validator(mode="after")
+    def _uri_needs_milvus(self) -> "Similarity":
+        if self.uri is not None and self.backend != "milvus":
+            raise ValueError("uri is for backend milvus; set backend: milvus or drop uri")
+        return self
 
 
 # Strengths of the combined selection: Objectives' defaults (its docstring says where they were chosen).
@@ -241,6 +271,7 @@ class Manifest(_Strict):
     # pulled label of another class is reported
     classes: list[str] = Field(min_length=1)
     embeddings: Embeddings = Field(default_factory=Embeddings)
+    similarity: Similarity = Field(default_factory=Similarity)
     curation: Curation = Field(default_factory=Curation)
     mislabels: Mislabels = Field(default_factory=Mislabels)
     labelstudio: LabelStudio = Field(default_factory=LabelStudio)

@@ -385,7 +385,10 @@ def _embed(dataset, manifest: Manifest) -> int:
 
     models, _ = choose_models(dataset, manifest, manifest.embeddings.key)  # the note is one of _notices
     # with quality checks on, the images are measured in this same decode; the quality step then only scores
-    return compute_embeddings(dataset, manifest.embeddings.key, models, quality=manifest.quality.enabled).computed
+    settings = manifest.embeddings
+    return compute_embeddings(dataset, settings.key, models, quality=manifest.quality.enabled, backend=settings.backend,
+                              ray_address=settings.ray_address, ray_actors=settings.ray_actors,
+                              store_url=settings.store_url).computed
 
 
 def _quality(dataset, manifest: Manifest) -> dict:
@@ -420,7 +423,8 @@ def _scan(dataset, manifest: Manifest) -> int | None:
     is_boxes = label_kind(dataset, field, needed_for="; the mislabel scan needs one of them.") == "detections"
     key = manifest.embeddings.objects_key if is_boxes else manifest.embeddings.key
     if is_boxes:
-        compute_embeddings(labeled, key, choose_models(dataset, manifest, key)[0], patches_field=field)
+        compute_embeddings(labeled, key, choose_models(dataset, manifest, key)[0], patches_field=field,
+                           store_url=manifest.embeddings.store_url)
     return find_mislabels(labeled, field, key).suspects
 
 

@@ -1,7 +1,9 @@
 """Embedding runs on a FiftyOne dataset: compute, import, load, list and delete.
 
-The vectors live in on-disk stores (one per model, see :mod:`curate_loop.embeddings.store`) under
-``<curate-loop home>/embeddings/<dataset id>/<key>/``; the dataset records the run (``dataset.list_runs()``)
+The vectors live in stores (one per model, see :mod:`curate_loop.embeddings.store`) under
+``<store base>/<dataset id>/<key>/``, the base being ``store_url`` / ``$CURATE_LOOP_STORE_URL`` (any fsspec URL,
+e.g. ``s3://bucket/prefix``) or ``<curate-loop home>/embeddings``; the dataset records the run, with where its
+stores are (so any process or machine on the same database opens the same run), (``dataset.list_runs()``)
 with its models, parameters, counts and failures, and whether it finished. Nothing is written per
 sample to MongoDB, so a 1M-sample run loads in seconds.
 
@@ -11,7 +13,7 @@ Image-level runs are keyed by sample id, object-level runs (``patches_field``) b
 from __future__ import annotations
 
 import logging
-import shutil
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +46,8 @@ class EmbeddingRunSummary:
     total_vectors: int = 0
     dim: int = 0
     seconds: float = 0.0
+    backend: str = "local"  # where the model ran: "local" (this process) or "ray"
+    ray_actors: int | None = None  # the Ray actor pool's size (backend ray)
 
 
 # -- parsing ---------------------------------------------------------------------------------------
@@ -68,13 +72,44 @@ def parse_models(models) -> list[ModelSpec]:
 
 
 # -- where things live -----------------------------------------------------------------------------
-def run_dir(dataset, key: str) -> Path:
-    """The run's stores; keyed by the dataset's id so renaming a dataset keeps its embeddings."""
-    return curate_loop_home() / "embeddings" / str(dataset._doc.id) / key
+STORE_URL_ENV = "CURATE_LOOP_STORE_URL"
 
 
-def _stores(dataset, key: str, n: int) -> list[EmbeddingStore]:
-    return [EmbeddingStore(run_dir(dataset, key) / f"part-{i}") for i in range(n)]
+def store_base(store_url: str | None = None) -> Path | str:
+    """Where new runs' stores go: ``store_url``, else ``$CURATE_LOOP_STORE_URL``, else ``<home>/embeddings``."""
+    return _local_or_url(store_url or os.environ.get(STORE_URL_ENV) or curate_loop_home() / "embeddings")
+
+
+def run_dir(dataset, key: str, store_url: str | None = None) -> Path | str:
+    """The run's stores: a Path on a local disk (``file://`` URLs included), else a URL string.
+
+    Keyed by the dataset's id so renaming a dataset keeps its embeddings. A recorded run stays where it was made
+    (its record keeps the place); ``store_url`` (else the environment) only places new runs.
+    """
+    if key in dataset.list_runs() and dataset.get_run_info(key).config.method == METHOD:
+        results = dataset.load_run_results(key, cache=False)
+        # runs recorded before stores could live elsewhere are in the curate-loop home
+        return _local_or_url(getattr(results, "store_url", None) or _join(curate_loop_home() / "embeddings",
+                                                                          str(dataset._doc.id), key))
+    return _join(store_base(store_url), str(dataset._doc.id), key)
+
+
+def _local_or_url(url) -> Path | str:
+    url = os.fspath(url)
+    if "://" not in url:
+        return Path(url).expanduser()
+    if url.startswith("file://"):
+        return Path(url.removeprefix("file://"))
+    return url.rstrip("/")
+
+
+def _join(base: Path | str, *parts: str) -> Path | str:
+    return base.joinpath(*parts) if isinstance(base, Path) else "/".join([base, *parts])
+
+
+def _stores(dataset, key: str, n: int, store_url: str | None = None) -> list[EmbeddingStore]:
+    where = run_dir(dataset, key, store_url)
+    return [EmbeddingStore(_join(where, f"part-{i}")) for i in range(n)]
 
 
 def _validate_key(key: str) -> None:
@@ -113,10 +148,11 @@ def item_ids(samples, patches_field: str | None = None) -> np.ndarray:
 
 
 # -- the run record --------------------------------------------------------------------------------
-def _register(dataset, key: str, config: dict, results: dict) -> None:
+def _register(dataset, key: str, config: dict, results: dict, store_url: str | None = None) -> None:
+    where = str(run_dir(dataset, key, store_url))  # kept in every record: other processes open the same stores
     run_config = dataset.init_run(method=METHOD, **config)
     dataset.register_run(key, run_config, overwrite=True, cleanup=False)
-    dataset.save_run_results(key, dataset.init_run_results(key, **results), overwrite=True)
+    dataset.save_run_results(key, dataset.init_run_results(key, **{"store_url": where, **results}), overwrite=True)
 
 
 def _existing_config(dataset, key: str) -> dict | None:
@@ -152,6 +188,7 @@ def _finish(dataset, key: str, config: dict, stores: list[EmbeddingStore], summa
         "status": "complete", "vectors": summary.total_vectors, "dim": summary.dim, "failures": len(failures),
         "failure_examples": dict(list(failures.items())[:20]), "last_computed": summary.computed,
         "last_seconds": round(summary.seconds, 2),
+        **({"ray_actors": summary.ray_actors} if summary.ray_actors else {}),
     })
 
 
@@ -160,7 +197,8 @@ def compute_embeddings(samples, key: str = "clip", models="ViT-B-32", *, patches
                        margin: float = DEFAULT_MARGIN, min_crop_px: int = DEFAULT_MIN_CROP_PX,
                        batch_size: int = 32, device: str | None = None, num_workers: int | None = None,
                        flush_every: int = 4096, progress: Progress | None = None,
-                       quality: bool = False) -> EmbeddingRunSummary:
+                       quality: bool = False, backend: str = "local", ray_address: str | None = None,
+                       ray_actors: int | None = None, store_url: str | None = None) -> EmbeddingRunSummary:
     """Embed the images (or the objects of ``patches_field``) of ``samples`` with one or more open_clip models.
 
     Re-running with the same key resumes an interrupted run and embeds only what is new: ids already
@@ -168,12 +206,21 @@ def compute_embeddings(samples, key: str = "clip", models="ViT-B-32", *, patches
     ``flush_every`` vectors are written per chunk: the most work an interruption can lose.
     ``quality`` (images only): measure the data-quality metrics from the same decode and record them as
     :func:`curate_loop.runs.quality.compute_quality` would (which then skips these images).
+    ``backend="ray"`` (images only): decode and run the model in a Ray Data actor pool of ``ray_actors`` actors on
+    the cluster at ``ray_address`` (None: a local cluster for this call); see
+    :mod:`curate_loop.embeddings.ray_backend`. Same store, vectors and run record.
+    ``store_url``: where a new run's stores go (any fsspec URL; default ``$CURATE_LOOP_STORE_URL``, else the
+    curate-loop home); an existing run stays where its record says.
     """
     from curate_loop.embeddings.compute import embed_images
     from curate_loop.embeddings.models import check_spec, load_model
     from curate_loop.embeddings.objects import embed_objects
 
     _validate_key(key)
+    if backend not in ("local", "ray"):
+        raise InvalidInputError(f"Unknown embeddings backend {backend!r}: use 'local' (this process) or 'ray'.")
+    if backend == "ray" and patches_field is not None:
+        raise InvalidInputError("Object embeddings are not supported yet with backend ray: use backend local.")
     if quality and patches_field is not None:
         raise InvalidInputError("quality=True measures images; embed the images for it, and check boxes with "
                                 "curate_loop.runs.quality.compute_quality.")
@@ -190,13 +237,14 @@ def compute_embeddings(samples, key: str = "clip", models="ViT-B-32", *, patches
         filepaths, label_ids, boxes = _object_inputs(samples, patches_field)
     else:
         ids, filepaths = samples.values(["id", "filepath"])
-    stores = _stores(dataset, key, len(specs))
+    stores = _stores(dataset, key, len(specs), store_url)
     if progress:
         progress(0.0, "loading model(s)")
     models_loaded = [load_model(spec, device=device) for spec in specs]  # bad names/weights fail before any record
-    _register(dataset, key, config, {"status": "running"})
+    run_config = {**config, "backend": backend}  # where it ran; not the stores' config: either backend resumes
+    _register(dataset, key, run_config, {"status": "running"}, store_url)
     started = time.perf_counter()
-    summary = EmbeddingRunSummary(key, level, computed=0, skipped=0)
+    summary = EmbeddingRunSummary(key, level, computed=0, skipped=0, backend=backend)
     for m, (spec, store, loaded) in enumerate(zip(specs, stores, models_loaded)):
         store.open({"model": spec.name, "pretrained": spec.pretrained, **config, "models": None})
         store.mark_incomplete()
@@ -214,16 +262,25 @@ def compute_embeddings(samples, key: str = "clip", models="ViT-B-32", *, patches
         if level == "object":
             report = embed_objects(label_ids, boxes, filepaths, loaded, store, margin=margin, min_crop_px=min_crop_px,
                                    **common)
+        elif backend == "ray":
+            from curate_loop.embeddings.ray_backend import embed_images_ray
+
+            # actors load an open_clip model themselves; the classical one travels with its fitted basis
+            report = embed_images_ray(ids, filepaths, loaded if spec.is_classical else spec, store,
+                                      num_actors=ray_actors, address=ray_address,
+                                      use_gpu=False if spec.is_classical else None, quality=quality and m == 0,
+                                      batch_size=batch_size, flush_every=flush_every, progress=step)
+            summary.ray_actors = report.actors
         else:
             report = embed_images(ids, filepaths, loaded, store, quality=quality and m == 0, **common)
-            if report.quality:
-                _record_quality(samples, report.quality)
+        if report.quality:
+            _record_quality(samples, report.quality)
         summary.computed = max(summary.computed, report.computed)
         summary.skipped = max(summary.skipped, report.skipped)
         summary.failed.update(report.failed)
         summary.dim += loaded.dim
     summary.seconds = time.perf_counter() - started
-    _finish(dataset, key, config, stores, summary)
+    _finish(dataset, key, run_config, stores, summary)
     logger.info("Embeddings %r: %d computed, %d already stored, %d failed in %.1f s", key, summary.computed,
                 summary.skipped, len(summary.failed), summary.seconds)
     return summary
@@ -260,7 +317,7 @@ def _classical_basis(loaded, store: EmbeddingStore, level: str, filepaths, boxes
 
 
 def import_embeddings(samples, key: str, source, *, patches_field: str | None = None, batch_size: int = 32,
-                      progress: Progress | None = None) -> EmbeddingRunSummary:
+                      progress: Progress | None = None, store_url: str | None = None) -> EmbeddingRunSummary:
     """Bring your own vectors for ``samples``: an array or ``.npy`` path (rows in the order of
     ``item_ids(samples, patches_field)``), the name of a vector field, or a callable ``PIL images -> vectors``.
     """
@@ -290,8 +347,9 @@ def import_embeddings(samples, key: str, source, *, patches_field: str | None = 
         vectors = _field_vectors(samples, source, patches_field, len(ids))
     elif kind == "array":
         vectors = checked_vectors(source, len(ids), f"The array for {key!r}")
-    store = _stores(dataset, key, 1)[0].open({"source": kind, "level": level, "patches_field": patches_field})
-    _register(dataset, key, config, {"status": "running"})
+    store = _stores(dataset, key, 1, store_url)[0].open({"source": kind, "level": level,
+                                                          "patches_field": patches_field})
+    _register(dataset, key, config, {"status": "running"}, store_url)
     store.mark_incomplete()
     started = time.perf_counter()
     if kind.startswith("callable"):
@@ -300,8 +358,11 @@ def import_embeddings(samples, key: str, source, *, patches_field: str | None = 
                                      progress=lambda d, t: progress and progress(d / max(t, 1), f"{d}/{t} images"))
     else:
         report = store_vectors(ids.tolist(), vectors, store, source=f"The {kind} for {key!r}")
-    first = store.stored_ids()[:1]
-    dim = int(store.load(first)[1].shape[1]) if len(first) else 0
+    if kind.startswith("callable"):  # the width is known only from what the callable gave
+        first = store.stored_ids()[:1]
+        dim = int(store.load(first)[1].shape[1]) if len(first) else 0
+    else:  # not from the store: loading one row read every chunk (2 GB at 1M x 512)
+        dim = int(vectors.shape[1])
     summary = EmbeddingRunSummary(key, level, report.computed, report.skipped, report.failed, dim=dim,
                                   seconds=time.perf_counter() - started)
     _finish(dataset, key, config, [store], summary)
@@ -373,9 +434,10 @@ def list_embeddings(dataset) -> list[dict]:
 def delete_embeddings(dataset, key: str) -> None:
     """Delete the run record and its vectors on disk."""
     _existing_config(dataset, key)
+    where = run_dir(dataset, key)
     if key in dataset.list_runs():
         dataset.delete_run(key)
-    shutil.rmtree(run_dir(dataset, key), ignore_errors=True)
+    EmbeddingStore(where).delete()
 
 
 RANDOM_WEIGHTS_NOTICE = ("RANDOM WEIGHTS: embeddings {key!r} come from open_clip {models} with random weights, so results "

@@ -99,25 +99,40 @@ def label_fields(samples) -> list[str]:
 
 
 def pool_state(samples, ids: np.ndarray, label_field: str | None, *, redo_batch: str | None = None) -> PoolState:
-    """Masks for ``ids`` (sample ids of an image-level run, in any order)."""
-    fields = ["id"] + ([label_field] if label_field else []) + [
-        f for f in (BATCH_FIELD, DUP_KEEP_FIELD, QUALITY_EXCLUDE_FIELD) if samples.has_field(f)]
-    values = dict(zip(fields, samples.values(fields)))
-    position = {sample_id: i for i, sample_id in enumerate(values["id"])}
-    rows = np.fromiter((position[i] for i in ids.tolist()), dtype=np.int64, count=len(ids))
+    """Masks for ``ids`` (sample ids of an image-level run, in any order).
 
-    def mask(field, test):
-        if field not in values:
-            return np.zeros(len(ids), dtype=bool)
-        return np.asarray([test(v) for v in values[field]], dtype=bool)[rows]
+    One ``values`` call of presence tests that MongoDB evaluates (:func:`labeled_expression` and its kin): no label
+    document is loaded or tested in Python, which at 1M samples was most of the time this took."""
+    from fiftyone import ViewField as F
 
-    return PoolState(
-        ids=ids,
-        labeled=mask(label_field, is_labeled) if label_field else np.zeros(len(ids), dtype=bool),
-        queued=mask(BATCH_FIELD, lambda v: v is not None and v != redo_batch),
-        excluded=mask(DUP_KEEP_FIELD, lambda v: v is False) | mask(QUALITY_EXCLUDE_FIELD, lambda v: v is True),
-        label_field=label_field,
-    )
+    tests = {}
+    if label_field:
+        tests["labeled"] = labeled_expression(label_field)
+    if samples.has_field(BATCH_FIELD):
+        queued = F(BATCH_FIELD).exists()
+        tests["queued"] = queued if redo_batch is None else queued & (F(BATCH_FIELD) != redo_batch)
+    excluded = ([F(DUP_KEEP_FIELD) == False] if samples.has_field(DUP_KEEP_FIELD) else []) + (  # noqa: E712
+        [F(QUALITY_EXCLUDE_FIELD) == True] if samples.has_field(QUALITY_EXCLUDE_FIELD) else [])  # noqa: E712
+    if excluded:
+        tests["excluded"] = excluded[0] if len(excluded) == 1 else excluded[0] | excluded[1]
+    columns = samples.values(["id", *tests.values()])
+    rows = _rows_of(np.asarray(columns[0], dtype=str), np.asarray(ids, dtype=str))
+    masks = {name: np.asarray(column, dtype=bool)[rows] for name, column in zip(tests, columns[1:])}
+    none = np.zeros(len(ids), dtype=bool)
+    return PoolState(ids=ids, labeled=masks.get("labeled", none), queued=masks.get("queued", none),
+                     excluded=masks.get("excluded", none), label_field=label_field)
+
+
+def _rows_of(sample_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Position of each of ``ids`` in ``sample_ids`` (sorted search, not a million-entry dict)."""
+    if len(ids) == len(sample_ids) and np.array_equal(ids, sample_ids):
+        return np.arange(len(ids))
+    order = np.argsort(sample_ids, kind="stable")
+    rows = order[np.clip(np.searchsorted(sample_ids, ids, sorter=order), 0, max(len(sample_ids) - 1, 0))]
+    if len(ids) and (not len(sample_ids) or (sample_ids[rows] != ids).any()):
+        missing = ids[sample_ids[rows] != ids] if len(sample_ids) else ids
+        raise InvalidInputError(f"{len(missing)} of {len(ids)} ids are not samples of this view (e.g. {missing[0]}).")
+    return rows
 
 
 def label_kind(samples, label_field: str, *, needed_for: str) -> str:

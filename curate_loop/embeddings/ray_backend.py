@@ -1,0 +1,279 @@
+"""Embed images on a Ray cluster: decoding and the model run in a Ray Data actor pool, the driver writes the store.
+
+Why Ray: past one machine, the model and decoding must move to many (GPU) machines. Ray Data streams the
+``(position, path)`` rows through ``map_batches`` with a fixed pool of actors (one GPU each where the cluster has
+GPUs, else ``cpus_per_actor`` CPU threads each); every actor loads the model ONCE and decodes with the very code
+of the in-process path (:class:`curate_loop.embeddings.images.ImageFiles`, :func:`model_encoder`), so the vectors
+are the same (open_clip's random init is seeded in :func:`load_model`; a fitted classical model is shipped as it
+is). The driver is the only writer: it hands the actors' raw vectors to
+:func:`curate_loop.embeddings.loop.run_embedding_loop`, which normalises, flushes every ``flush_every``, records
+failures and reports progress exactly as in-process, so resuming, failures and the run record do not change.
+
+``address=None`` starts a local cluster for the call (this machine's cores and GPUs; no dashboard) and stops it
+after; an address (``HOST:PORT``, ``ray://HOST:10001``, ``auto``) connects to a running cluster and leaves it
+running. Inside a process that already called ``ray.init``, that connection is used. The nodes need
+curate-loop installed (``pip install 'curate-loop[ray]'``) and must see the image files at the same paths.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from curate_loop.embeddings.loop import DEFAULT_FLUSH_EVERY, EmbedReport, run_embedding_loop
+from curate_loop.embeddings.models import LoadedModel, ModelSpec
+from curate_loop.embeddings.store import EmbeddingStore
+from curate_loop.errors import CurateLoopError, EmbeddingModelError, InvalidInputError, SetupError
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'curate-loop[ray]'"
+LOCAL_START_ATTEMPTS = 3
+MAX_BLOCKS = 1024  # input blocks: one batch each on small runs, so every actor gets work; bounded on large ones
+
+__all__ = ["RayEmbedReport", "embed_images_ray", "ray_cluster"]
+
+
+@dataclass
+class RayEmbedReport(EmbedReport):
+    """An :class:`EmbedReport` plus how the pool ran: actors, CPUs per actor, GPU or not."""
+
+    actors: int = 0
+    cpus_per_actor: int = 0
+    gpu: bool = False
+
+
+def _import_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401  (the extra installs ray[data]; plain ray lacks it)
+    except ImportError as exc:
+        raise SetupError(f"Embedding with backend ray needs Ray Data, which is not installed: {INSTALL_HINT} "
+                         f"(or use backend local). ({exc})") from exc
+    return ray
+
+
+@contextmanager
+def ray_cluster(address: str | None = None, *, num_cpus: int | None = None):
+    """Connect to the cluster at ``address``, or start a local one (``num_cpus``: default all cores) and stop it
+    on exit; an existing ``ray.init`` of this process is used as it is."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    quiet = dict(logging_level=logging.WARNING, log_to_driver=False, configure_logging=True)
+    if address:
+        _check_reachable(address)
+    try:
+        if address:
+            ray.init(address=address, **quiet)
+        else:
+            _start_local(ray, num_cpus or os.cpu_count() or 1, quiet)
+    except Exception as exc:  # ConnectionError, ValueError, RuntimeError, depending on what is wrong
+        if address:
+            raise SetupError(f"Cannot connect to the Ray cluster at {address!r}: {str(exc)[:200]}. Check the "
+                             "address (`ray status` on the head node prints it), or leave it out to start a local "
+                             "cluster.") from exc
+        raise SetupError(f"Could not start a local Ray cluster: {str(exc)[:200]}.") from exc
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _start_local(ray, num_cpus: int, quiet: dict, attempts: int = LOCAL_START_ATTEMPTS) -> None:
+    """``ray.init`` of a new local cluster, tried again when it times out (its raylet gets 30 s to register, which
+    a busy machine can miss)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **quiet)
+            return
+        except Exception as exc:
+            ray.shutdown()  # stops whatever half-started
+            if attempt == attempts or "timed out" not in str(exc):
+                raise
+            logger.warning("The local Ray cluster did not start in time (busy machine?); trying again.")
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A clear error at once when nothing listens at ``HOST:PORT`` (Ray itself retries for minutes)."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and the like: Ray resolves them
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise SetupError(f"Cannot connect to the Ray cluster at {address!r}: nothing answers there ({exc}). Check "
+                         "the address (`ray status` on the head node prints it), or leave it out to start a local "
+                         "cluster.") from exc
+
+
+class _Embedder:
+    """One Ray actor: loads the model once, then embeds batches of ``{"position", "path"}`` rows.
+
+    Returns, per row, its position, its raw (unnormalised) vector (zeros when it failed) and its error ("" when
+    it did not), plus the data-quality metrics and content hash with ``quality``.
+    """
+
+    def __init__(self, model, device: str | None, threads: int, quality: bool):
+        import torch
+
+        from curate_loop.embeddings.loop import model_encoder
+        from curate_loop.embeddings.models import load_model
+
+        torch.set_num_threads(threads)
+        if not isinstance(model, (ModelSpec, LoadedModel)):  # an ObjectRef of a shipped LoadedModel
+            import ray
+
+            model = ray.get(model)
+        self.loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device)
+        self.model_encoder = model_encoder
+        self.decoders = ThreadPoolExecutor(threads)  # PIL releases the GIL: as the in-process CPU path
+        self.quality = quality
+
+    def __call__(self, batch: dict) -> dict:
+        from curate_loop.embeddings.images import ImageFiles, collate
+
+        images = ImageFiles(batch["path"].tolist(), self.loaded.preprocess, executor=self.decoders, uint8=True,
+                            quality=self.quality)
+        good, inputs, bad, *measured = collate(images.__getitems__(list(range(len(images)))))
+        n = len(images)
+        vectors = np.zeros((n, self.loaded.dim), dtype=np.float32)
+        if good:
+            vectors[good] = self.model_encoder(self.loaded, images.model_input)(inputs)
+        errors = np.full(n, "", dtype=object)
+        for i, err in bad:
+            errors[i] = err
+        out = {"position": batch["position"], "vector": vectors, "error": errors.astype(str)}
+        if self.quality:
+            from curate_loop.quality.image_metrics import METRICS
+
+            metrics, hashes = np.full((n, len(METRICS)), np.nan), np.full(n, "", dtype=object)
+            for i, (values, content_hash) in zip(good, measured[0]):
+                metrics[i] = [values[m] for m in METRICS]
+                hashes[i] = content_hash
+            out.update(metrics=metrics, hash=hashes.astype(str))
+        return out
+
+
+def _pool_size(ray, num_actors: int | None, cpus_per_actor: int | None, use_gpu: bool | None):
+    """``(actors, CPUs per actor, GPU or not)`` that fit the cluster: by default one GPU per actor and the CPUs
+    shared out, else one actor per node's worth of cores (a model's threads work best together on one node)."""
+    total = ray.cluster_resources()
+    cpus, gpus = int(total.get("CPU", 0)), int(total.get("GPU", 0))
+    node_cpus = [int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")] or [cpus]
+    if use_gpu is None:
+        use_gpu = gpus > 0
+    if use_gpu and not gpus:
+        raise InvalidInputError("use_gpu=True, but the Ray cluster has no GPU; leave it out for CPU actors.")
+    if num_actors is not None and num_actors < 1:
+        raise InvalidInputError(f"ray actors must be at least 1 (got {num_actors}).")
+    if num_actors is None:
+        num_actors = gpus if use_gpu else max(1, cpus // (cpus_per_actor or max(node_cpus)))
+    if cpus_per_actor is None:
+        cpus_per_actor = max(1, min(max(node_cpus), cpus // num_actors))
+    if use_gpu and num_actors > gpus:
+        raise InvalidInputError(f"{num_actors} GPU actors asked for, but the Ray cluster has {gpus} GPU(s).")
+    if num_actors * cpus_per_actor > cpus:
+        raise InvalidInputError(f"{num_actors} actors x {cpus_per_actor} CPUs do not fit the Ray cluster's {cpus} "
+                                f"CPUs; ask for at most {max(1, cpus // cpus_per_actor)} actors.")
+    return num_actors, cpus_per_actor, bool(use_gpu)
+
+
+def embed_images_ray(ids: list[str], filepaths: list[str], model_spec: ModelSpec | LoadedModel,
+                     store: EmbeddingStore, *, num_actors: int | None = None, address: str | None = None,
+                     batch_size: int = 32, flush_every: int = DEFAULT_FLUSH_EVERY,
+                     progress: Callable[[int, int], None] | None = None, use_gpu: bool | None = None,
+                     cpus_per_actor: int | None = None, quality: bool = False) -> RayEmbedReport:
+    """Embed the images whose ids are not in ``store`` yet on a Ray cluster; failures are recorded, not raised.
+
+    The contract of :func:`curate_loop.embeddings.compute.embed_images` (same store, vectors, failures, progress).
+    ``model_spec``: a ModelSpec each actor loads itself, or a LoadedModel shipped to them as it is (the classical
+    model with its fitted basis). ``use_gpu``: None = one GPU per actor when the cluster has GPUs.
+    ``cpus_per_actor``: the torch and decoding threads of each actor (default: the cluster's CPUs shared out).
+    """
+    if len(ids) != len(filepaths):
+        raise ValueError(f"ids ({len(ids)}) and filepaths ({len(filepaths)}) must have the same length")
+    if isinstance(model_spec, ModelSpec) and model_spec.is_classical:
+        raise InvalidInputError("The classical model needs its fitted basis: pass the LoadedModel "
+                                "(curate_loop.runs.embeddings.compute_embeddings does).")
+    done = set(store.stored_ids().tolist())
+    todo = [k for k, sample_id in enumerate(ids) if sample_id not in done]
+    if not todo:  # nothing to embed: no cluster to start or reach
+        return RayEmbedReport(0, len(ids), {})
+    with ray_cluster(address) as ray:
+        actors, cpus, gpu = _pool_size(ray, num_actors, cpus_per_actor, use_gpu)
+        report = RayEmbedReport(0, len(ids) - len(todo), {}, actors=actors, cpus_per_actor=cpus, gpu=gpu)
+        rows = ray.data.from_items([{"position": i, "path": filepaths[k]} for i, k in enumerate(todo)],
+                                   override_num_blocks=max(1, min(-(-len(todo) // batch_size), MAX_BLOCKS)))
+        model = ray.put(model_spec) if isinstance(model_spec, LoadedModel) else model_spec
+        with warnings.catch_warnings():  # max_restarts has no named parameter in Ray 2.60 (the pinned version)
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+            vectors = rows.map_batches(
+                _Embedder, batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
+                num_cpus=cpus, num_gpus=1 if gpu else 0, max_restarts=0,  # a lost actor fails the call; a rerun resumes
+                fn_constructor_kwargs=dict(model=model, device="cuda" if gpu else "cpu", threads=cpus,
+                                           quality=quality))
+        _quiet_ray_data(ray)
+        try:
+            done_report = run_embedding_loop(_driver_batches(vectors, quality), [ids[k] for k in todo],
+                                             lambda v: v, store, total=len(todo), skipped=report.skipped,
+                                             flush_every=flush_every, progress=progress)
+        except Exception as exc:
+            clear = _clear_error(exc)
+            if clear is exc:
+                raise
+            raise clear from exc
+    report.computed, report.failed, report.quality = done_report.computed, done_report.failed, done_report.quality
+    return report
+
+
+def _driver_batches(dataset, quality: bool):
+    """The actors' rows as ``run_embedding_loop`` batches: (good positions, raw vectors, failures[, measured])."""
+    from curate_loop.quality.image_metrics import METRICS
+
+    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+        positions, errors = batch["position"].astype(np.int64), batch["error"].astype(str)
+        ok = errors == ""
+        good = positions[ok].tolist()
+        bad = [(int(p), str(e)) for p, e in zip(positions[~ok], errors[~ok])]
+        if not quality:
+            yield good, batch["vector"][ok], bad
+            continue
+        measured = [({m: float(v) for m, v in zip(METRICS, row)}, str(h))
+                    for row, h in zip(batch["metrics"][ok], batch["hash"][ok])]
+        yield good, batch["vector"][ok], bad, measured
+
+
+def _clear_error(exc: Exception) -> Exception:
+    """Our own error raised in an actor (bad weights, bad input) as itself; any other Ray failure in one line;
+    anything else (the store's disk is full, say) unchanged."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, CurateLoopError):
+            return type(seen)(str(seen).splitlines()[-1] if "\n" in str(seen) else str(seen))
+        cause = getattr(seen, "cause", None)
+        seen = cause if isinstance(cause, BaseException) else (seen.__cause__ or seen.__context__)
+    if not type(exc).__module__.startswith("ray"):
+        return exc
+    first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    return EmbeddingModelError(f"The Ray embedding pipeline failed: {first[:300]}. Check that every node has "
+                               f"curate-loop installed ({INSTALL_HINT}) and sees the image files; backend local "
+                               "runs without Ray.")
+
+
+def _quiet_ray_data(ray) -> None:
+    """No progress bars or execution banners from Ray Data: our own progress callback reports."""
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)

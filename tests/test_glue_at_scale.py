@@ -1,0 +1,123 @@
+"""The FiftyOne glue read in bulk (issue 20, "the FiftyOne glue at 1M"): the pool state is computed by MongoDB from
+presence tests, never by loading label documents, and must agree with the one Python definition
+(:func:`curate_loop.runs.pool.is_labeled` and the batch / duplicate / quality rules) on a real dataset holding
+every kind of value: Classifications, an empty ``Detections``-like document, missing and None fields, batches,
+``dup_keep`` False/True/None and ``quality_exclude`` True/False/None, with ids asked in any order."""
+
+import numpy as np
+import pytest
+
+from curate_loop.errors import InvalidInputError
+from curate_loop.runs.pool import (BATCH_FIELD, DUP_KEEP_FIELD, QUALITY_EXCLUDE_FIELD, is_labeled, labeled_view,
+                                   pool_state)
+
+N = 40
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    import fiftyone as fo
+
+    name = "glue-at-scale-tests"
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+    dataset = fo.Dataset(name)
+    dataset.add_samples([fo.Sample(filepath=f"/nonexistent/glue/{i}.jpg") for i in range(N)], progress=False)
+    rng = np.random.default_rng(3)
+    labels = [fo.Classification(label="a") if r == 0 else fo.Detections() if r == 1 else None
+              for r in rng.integers(0, 3, N)]
+    dataset.add_sample_field("ground_truth", fo.EmbeddedDocumentField, embedded_doc_type=fo.Classification)
+    dataset.add_sample_field("boxes", fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+    dataset.set_values("ground_truth", [lab if isinstance(lab, fo.Classification) else None for lab in labels])
+    dataset.set_values("boxes", [lab if isinstance(lab, fo.Detections) else None for lab in labels])
+    batches = [[None, "batch_01", "batch_02"][r] for r in rng.integers(0, 3, N)]
+    dataset.set_values(BATCH_FIELD, batches)
+    dataset.add_sample_field(DUP_KEEP_FIELD, fo.BooleanField)
+    dataset.add_sample_field(QUALITY_EXCLUDE_FIELD, fo.BooleanField)
+    dataset.set_values(DUP_KEEP_FIELD, [[None, True, False][r] for r in rng.integers(0, 3, N)])
+    dataset.set_values(QUALITY_EXCLUDE_FIELD, [[None, True, False][r] for r in rng.integers(0, 3, N)])
+    yield dataset
+    dataset.delete()
+
+
+def _python_state(dataset, ids, label_field, redo_batch=None):
+    """The masks by the Python rules, from whole documents (the slow path the bulk one replaces)."""
+    by_id = {s.id: s for s in dataset}
+    labeled = [is_labeled(by_id[i][label_field]) for i in ids]
+    queued = [by_id[i][BATCH_FIELD] is not None and by_id[i][BATCH_FIELD] != redo_batch for i in ids]
+    excluded = [by_id[i][DUP_KEEP_FIELD] is False or by_id[i][QUALITY_EXCLUDE_FIELD] is True for i in ids]
+    return np.array(labeled), np.array(queued), np.array(excluded)
+
+
+@pytest.mark.parametrize("label_field", ["ground_truth", "boxes"])
+@pytest.mark.parametrize("redo_batch", [None, "batch_01"])
+def test_bulk_pool_state_agrees_with_the_python_definition(mixed, label_field, redo_batch):
+    ids = np.asarray(mixed.values("id"))
+    shuffled = ids[np.random.default_rng(0).permutation(N)][: N - 7]  # a subset, in another order
+    for asked in (ids, shuffled):
+        state = pool_state(mixed, asked, label_field, redo_batch=redo_batch)
+        labeled, queued, excluded = _python_state(mixed, asked.tolist(), label_field, redo_batch)
+        np.testing.assert_array_equal(state.labeled, labeled)
+        np.testing.assert_array_equal(state.queued, queued)
+        np.testing.assert_array_equal(state.excluded, excluded)
+        assert state.ids is asked
+    # the fixture is not degenerate: every mask has both values, and an empty Detections counts as labeled
+    assert 0 < labeled.sum() < len(labeled) and 0 < queued.sum() < len(queued) and 0 < excluded.sum() < len(excluded)
+    assert pool_state(mixed, ids, label_field).labeled.sum() == len(labeled_view(mixed, label_field))
+
+
+def test_pool_state_without_the_optional_fields_and_without_a_label_field(mixed):
+    bare = mixed.clone("glue-at-scale-bare")
+    try:
+        for field in (BATCH_FIELD, DUP_KEEP_FIELD, QUALITY_EXCLUDE_FIELD):
+            bare.delete_sample_field(field)
+        ids = np.asarray(bare.values("id"))
+        state = pool_state(bare, ids, None)
+        assert not state.labeled.any() and not state.queued.any() and not state.excluded.any()
+        assert state.counts() == {"labeled": 0, "queued": 0, "excluded": 0, "available": N}
+        assert pool_state(bare, ids, "ground_truth").labeled.sum() == len(labeled_view(bare, "ground_truth"))
+    finally:
+        bare.delete()
+
+
+def test_pool_state_names_an_id_that_is_not_in_the_view(mixed):
+    ids = np.asarray(mixed.values("id"))
+    view = mixed.select(ids[:10].tolist())
+    with pytest.raises(InvalidInputError, match="1 of 11 ids are not samples of this view"):
+        pool_state(view, np.append(ids[:10], ids[20]), "ground_truth")
+
+
+def test_near_duplicate_rerun_writes_only_groups_and_clears_the_earlier_ones(mixed):
+    """find_duplicates writes the members of the groups it finds and clears those an earlier run grouped, instead of
+    a None on every sample; what a reader sees is the same."""
+    from curate_loop.runs.duplicates import DUP_GROUP_FIELD, find_duplicates
+    from curate_loop.runs.embeddings import import_embeddings
+
+    dataset = mixed.clone("glue-at-scale-dups")
+    try:
+        rng = np.random.default_rng(5)
+        vectors = rng.standard_normal((N, 16)).astype(np.float32)
+        vectors[1] = vectors[0] + 1e-2 * rng.standard_normal(16)  # a planted pair: rows 0 and 1
+        vectors[3] = vectors[2] + 1e-2 * rng.standard_normal(16)  # and rows 2 and 3
+        import_embeddings(dataset, "dupvec", vectors)
+        ids = dataset.values("id")
+        first = find_duplicates(dataset, "dupvec", threshold=0.98)
+        assert first.groups == 2 and first.in_groups == 4
+        groups = dict(zip(ids, dataset.values(DUP_GROUP_FIELD)))
+        assert groups[ids[0]] == groups[ids[1]] is not None and groups[ids[2]] == groups[ids[3]] is not None
+        assert all(groups[i] is None for i in ids[4:])
+        keep = dataset.values(DUP_KEEP_FIELD)
+        assert sorted(k for k in keep[:4]) == [False, False, True, True] and set(keep[4:]) == {None}
+
+        second = find_duplicates(dataset.select(ids[2:]), "dupvec", threshold=0.98)  # row 0's pair left the view
+        assert second.groups == 1
+        groups = dict(zip(ids, dataset.values(DUP_GROUP_FIELD)))
+        assert groups[ids[0]] is not None  # outside the view: untouched, as before
+        none = find_duplicates(dataset, "dupvec", threshold=0.99999)
+        assert none.groups == 0
+        assert set(dataset.values(DUP_GROUP_FIELD)) == {None} and set(dataset.values(DUP_KEEP_FIELD)) == {None}
+    finally:
+        from curate_loop.runs.embeddings import delete_embeddings
+
+        delete_embeddings(dataset, "dupvec")
+        dataset.delete()
