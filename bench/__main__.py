@@ -1,6 +1,7 @@
-"""Run every benchmark module (``bench/bench_*.py``), or those named on the command line."""
+"""Run every benchmark module (``bench/bench_*.py``), or those named on the command line, each in its own process:
+FiftyOne reads its database settings once, at import, and each bench sets its own throwaway database first."""
 
-import importlib
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -8,15 +9,17 @@ from pathlib import Path
 
 def main(argv: list[str]) -> int:
     names = argv or sorted(p.stem for p in Path(__file__).parent.glob("bench_*.py"))
-    if not names:
-        print("No benchmarks yet: they arrive with the embedding, curation, mislabel and Label Studio features.")
-        return 0
+    failed = []
     for name in names:
         started = time.perf_counter()
         print(f"== {name}", flush=True)
-        importlib.import_module(f"bench.{name}").main()
-        print(f"== {name} took {time.perf_counter() - started:.1f} s", flush=True)
-    return 0
+        code = subprocess.run([sys.executable, "-c", f"import bench.{name} as b; b.main()"]).returncode
+        print(f"== {name} took {time.perf_counter() - started:.1f} s" + (f" (exit {code})" if code else ""), flush=True)
+        if code:
+            failed.append(name)
+    if failed:
+        print(f"== failed: {', '.join(failed)}", flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

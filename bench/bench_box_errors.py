@@ -360,35 +360,10 @@ class BrainMistakenness:
 
 
 def _throwaway_fiftyone():
-    """FiftyOne on a database of the bench's own (dropped at the end), in a mongod of the bench's own folder.
+    """FiftyOne on a database of the bench's own (dropped at the end), on a mongod of its own (bench/throwaway_db.py)."""
+    from bench.throwaway_db import use_throwaway_database
 
-    FiftyOne attaches to any running database service of the machine, whatever its folder (a test run's, which
-    vanishes when that run ends): like tests/conftest.py, attach only to a service started with this folder. The
-    folder stays (removing it at exit raced the mongod's shutdown and aborted it).
-    """
-    import psutil
-
-    from curate_loop.paths import curate_loop_home
-
-    folder = str(curate_loop_home() / "bench" / "box-errors-mongodb")
-    os.makedirs(folder, exist_ok=True)
-    db_name = f"curate-loop-bench-box-errors-{os.getpid()}"
-    os.environ.update(FIFTYONE_DATABASE_NAME=db_name, FIFTYONE_DATABASE_DIR=folder,
-                      FIFTYONE_DO_NOT_TRACK="true", FIFTYONE_DATABASE_VALIDATION="false")
-    os.environ.pop("FIFTYONE_DATABASE_URI", None)
-    from fiftyone.service import util
-
-    find = util.find_processes_by_args
-
-    def own_only(args):
-        for process in find(args):
-            try:
-                if process.environ().get("FIFTYONE_DATABASE_DIR") == folder:
-                    yield process
-            except psutil.Error:
-                continue
-
-    util.find_processes_by_args = own_only
+    db_name, _ = use_throwaway_database("box-errors")
     import fiftyone as fo
     import fiftyone.brain as fob
 

@@ -214,16 +214,10 @@ def _brain_child(method: str, dataset_name: str, embeddings_path: str) -> None:
 
 
 def main() -> dict:
-    # Before FiftyOne is imported: a throwaway database, never the user's datasets, on a mongod of the
-    # bench's own (the default one is shared with every other FiftyOne process, and once went away
-    # mid-run). Its folder stays: deleting it at exit races the mongod FiftyOne stops after we are gone.
-    from curate_loop.paths import curate_loop_home
+    # Before FiftyOne is imported: a throwaway database, never the user's datasets (bench/throwaway_db.py says why)
+    from bench.throwaway_db import use_throwaway_database
 
-    db_name = f"curate-loop-bench-{os.getpid()}"
-    os.environ["FIFTYONE_DATABASE_NAME"] = db_name
-    os.environ["FIFTYONE_DATABASE_DIR"] = str(curate_loop_home() / "bench" / "mongodb")
-    os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
-    os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
+    db_name, _ = use_throwaway_database("curation-scale")
     import fiftyone as fo
     import fiftyone.core.odm.database as fodb
 

@@ -49,16 +49,10 @@ def brain_knn_graph(dataset, vectors: np.ndarray, backend: str) -> tuple[float, 
 
 
 def main() -> None:
-    # Before FiftyOne is imported: a throwaway database, never the user's datasets, on a mongod of the
-    # bench's own (the default one is shared with every other FiftyOne process, and once went away
-    # mid-run). Its folder stays: deleting it at exit races the mongod FiftyOne stops after we are gone.
-    from curate_loop.paths import curate_loop_home
+    # Before FiftyOne is imported: a throwaway database, never the user's datasets (bench/throwaway_db.py says why)
+    from bench.throwaway_db import use_throwaway_database
 
-    db_name = f"curate-loop-bench-{os.getpid()}"
-    os.environ["FIFTYONE_DATABASE_NAME"] = db_name
-    os.environ["FIFTYONE_DATABASE_DIR"] = str(curate_loop_home() / "bench" / "mongodb")
-    os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
-    os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
+    db_name, _ = use_throwaway_database("knn")
     import fiftyone as fo
     import fiftyone.core.odm.database as fodb
 

@@ -146,13 +146,9 @@ def _ratio(slow: dict | None, fast: dict | None) -> float | None:
 
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="curate-loop-bench-ls-"))
-    db_name = f"curate-loop-bench-{os.getpid()}"
-    os.environ["FIFTYONE_DATABASE_NAME"] = db_name
-    # A database of its own (a MongoDB shared with other benches went away when one of them exited), in a folder
-    # left in place: mongod runs until the process exits, and aborts when its files are deleted under it.
-    os.environ["FIFTYONE_DATABASE_DIR"] = tempfile.mkdtemp(prefix="curate-loop-bench-ls-db-")
-    os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
-    os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
+    from bench.throwaway_db import use_throwaway_database
+
+    db_name, _ = use_throwaway_database("labelstudio")
     import fiftyone as fo
     import fiftyone.core.odm.database as fodb
     import httpx

@@ -182,13 +182,9 @@ class BrainMistakenness:
 
 def _import_fiftyone_in_throwaway_db():
     """FiftyOne on a database of the bench's own, never the user's (set before FiftyOne is imported)."""
-    from curate_loop.paths import curate_loop_home
+    from bench.throwaway_db import use_throwaway_database
 
-    db_name = f"curate-loop-bench-{os.getpid()}"
-    os.environ["FIFTYONE_DATABASE_NAME"] = db_name
-    os.environ["FIFTYONE_DATABASE_DIR"] = str(curate_loop_home() / "bench" / "mongodb")
-    os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
-    os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
+    db_name, _ = use_throwaway_database("mislabels")
     import fiftyone as fo
     import fiftyone.brain as fob
 

@@ -112,46 +112,12 @@ def _tree_pids(pid: int) -> list[int]:
         return []
 
 
-def start_mongod(db_dir: str, timeout_s: float = 600) -> subprocess.Popen:
-    """A mongod of this child's own on ``db_dir`` (FiftyOne's mongod binary), waited for patiently, and FiftyOne
-    pointed at it (``FIFTYONE_DATABASE_URI``). Not FiftyOne's database service: that one attaches to any service
-    running on the machine (a test run's, which then goes away mid-step) and gives up when mongod takes more than
-    60 s to listen, which a loaded 2-core machine exceeds."""
-    import importlib.util
-    import socket
-
-    # the binary FiftyOne would start, found without importing fiftyone (its config is read once, at import)
-    binary = os.path.join(importlib.util.find_spec("fiftyone").submodule_search_locations[0], "db", "bin", "mongod")
-    os.makedirs(db_dir, exist_ok=True)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    mongod = subprocess.Popen([binary, "--dbpath", db_dir, "--port", str(port),
-                               "--bind_ip", "127.0.0.1", "--nounixsocket", "--logpath",
-                               os.path.join(db_dir, "mongod.log")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        if mongod.poll() is not None or time.monotonic() > deadline:
-            mongod.kill()
-            raise RuntimeError(f"mongod on {db_dir} did not start (exit {mongod.poll()}); see its mongod.log")
-        time.sleep(0.5)
-    os.environ["FIFTYONE_DATABASE_URI"] = f"mongodb://127.0.0.1:{port}"
-    return mongod
-
-
 # -- one size, in a child process ----------------------------------------------------------------------------------
 def _child(n: int, media_root: str, db_dir: str, ls_url: str, ls_key: str, ls_pid: int) -> None:
     """Runs every step on ``n`` samples; prints ``STEP {json}`` per step and ``SIZE {json}`` at the end."""
-    db_name = f"curate-loop-bench-e2e-{os.getpid()}"
-    os.environ["FIFTYONE_DATABASE_NAME"] = db_name
-    os.environ["FIFTYONE_DATABASE_DIR"] = db_dir
-    os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
-    os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
-    mongod = start_mongod(db_dir)
+    from bench.throwaway_db import use_throwaway_database
+
+    db_name, mongod = use_throwaway_database("e2e", db_dir)
     import fiftyone as fo
     import fiftyone.core.odm.database as fodb
 

@@ -164,6 +164,7 @@ class EmbeddingStore:
             self.fs.pipe_file(self._join(name), data)
             return
         final = Path(self._join(name))
+        final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".tmp-{final.name}-{self._writer}")
         tmp.write_bytes(data)
         os.replace(tmp, final)

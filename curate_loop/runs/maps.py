@@ -6,10 +6,14 @@ gets at most ``max_points`` of them, thinned by tiles so sparse regions stay vis
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 
 from curate_loop.embeddings.projection import project_2d
+from curate_loop.embeddings.store import EmbeddingStore
 from curate_loop.embeddings.tiles import tile_sample
+from curate_loop.errors import InvalidInputError
 from curate_loop.runs.embeddings import Progress, embedding_config, load_embeddings, run_dir
 
 DEFAULT_MAX_POINTS = 50_000
@@ -33,7 +37,9 @@ def compute_map(samples, embeddings_key: str, brain_key: str | None = None, *, m
     if progress:
         progress(0.2, f"projecting {len(ids)} points with {method}")
     points = project_2d(vectors, method=method, seed=seed)
-    np.savez(run_dir(dataset, embeddings_key) / f"map-{brain_key}.npz", ids=ids, points=points)
+    buffer = io.BytesIO()
+    np.savez(buffer, ids=ids, points=points)
+    EmbeddingStore(run_dir(dataset, embeddings_key)).put_bytes(f"map-{brain_key}.npz", buffer.getvalue())
     keep = tile_sample(points, max_points, seed=seed)
     if progress:
         progress(0.9, f"registering {len(keep)} of {len(ids)} points")
@@ -53,5 +59,10 @@ def compute_map(samples, embeddings_key: str, brain_key: str | None = None, *, m
 
 def load_map(dataset, embeddings_key: str, brain_key: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(ids, points)`` of every embedded item, as saved by :func:`compute_map`."""
-    saved = np.load(run_dir(dataset, embeddings_key) / f"map-{brain_key or map_key(embeddings_key)}.npz")
+    name = f"map-{brain_key or map_key(embeddings_key)}.npz"
+    data = EmbeddingStore(run_dir(dataset, embeddings_key)).get_bytes(name)  # beside the run's stores, any filesystem
+    if data is None:
+        raise InvalidInputError(f"No 2-D map {name!r} for embeddings {embeddings_key!r}: build it with "
+                                f"`curate-loop embed index {dataset.name} {embeddings_key}`.")
+    saved = np.load(io.BytesIO(data))
     return saved["ids"], saved["points"]

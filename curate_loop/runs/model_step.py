@@ -26,7 +26,6 @@ import importlib
 import json
 import logging
 import os
-import shutil
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -237,16 +236,17 @@ def _share_classical_basis(dataset, key: str, proposals_key: str, models) -> Non
     """Give the proposals' run the labeled boxes' classical PCA basis before its first vectors: a basis fitted on
     the proposals would put them in another space than the one the probe learned."""
     from curate_loop.embeddings.classical import BASIS_FILE
+    from curate_loop.embeddings.store import EmbeddingStore
     from curate_loop.runs.embeddings import run_dir
 
     for i, spec in enumerate(models):
         if not spec.is_classical:
             continue
-        source = run_dir(dataset, key) / f"part-{i}" / BASIS_FILE
-        target = run_dir(dataset, proposals_key) / f"part-{i}" / BASIS_FILE
-        if source.is_file() and not target.is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
+        source = EmbeddingStore(f"{run_dir(dataset, key)}/part-{i}")  # local folder or URL alike
+        target = EmbeddingStore(f"{run_dir(dataset, proposals_key)}/part-{i}")
+        basis = source.get_bytes(BASIS_FILE)
+        if basis is not None and target.get_bytes(BASIS_FILE) is None:
+            target.put_bytes(BASIS_FILE, basis)
 
 
 def _vectors(load_embeddings, samples, key, step):
