@@ -257,3 +257,24 @@ def test_decoding_in_workers_or_threads_gives_the_same_vectors(random_clip, exam
         assert report.computed == 6
         vectors.append(store.load(ids)[1])
     assert np.allclose(vectors[0], vectors[1], atol=1e-6)
+
+
+def test_brought_in_vectors_are_stored_in_chunks_and_a_zero_row_writes_nothing(tmp_path):
+    from curate_loop.embeddings.sources import store_vectors
+
+    rng = np.random.default_rng(0)
+    ids = [f"s{i}" for i in range(25)]
+    vectors = rng.normal(size=(25, 4)).astype(np.float32)
+    store = EmbeddingStore(tmp_path / "given").open({"model": "mine"})
+    report = store_vectors(ids[:20], vectors[:20], store, flush_every=8)
+    assert report.computed == 20 and len(list((tmp_path / "given").glob("chunk-*[0-9].npz"))) == 3  # 8 + 8 + 4
+    again = store_vectors(ids, vectors, store, flush_every=8)  # only the 5 new ones
+    assert (again.computed, again.skipped) == (5, 20)
+    got_ids, got = store.load(ids)
+    assert np.allclose(got, vectors / np.linalg.norm(vectors, axis=1, keepdims=True), atol=1e-6)
+
+    zero = np.vstack([rng.normal(size=(9, 4)), np.zeros((1, 4))]).astype(np.float32)
+    fresh = EmbeddingStore(tmp_path / "refused").open({"model": "mine"})
+    with pytest.raises(InvalidInputError, match="1 row\\(s\\) of all zeros \\(first at row 9\\)"):
+        store_vectors([f"z{i}" for i in range(10)], zero, fresh, flush_every=4)
+    assert fresh.stored_ids().size == 0  # the first chunks were not written before the refusal
