@@ -165,3 +165,18 @@ def test_delete_removes_the_run_and_its_vectors(dataset):
         runs.load_embeddings(dataset, "doomed")
     with pytest.raises(InvalidInputError, match="Invalid embeddings key"):
         runs.compute_embeddings(dataset, "has space")
+
+
+def test_a_clone_never_writes_to_or_deletes_its_sources_vectors(dataset):
+    """A clone copies the run record, with the source's store in it: the clone gets a place of its own."""
+    source = dataset.limit(6).clone()
+    try:
+        runs.import_embeddings(source, "mine", np.eye(6, dtype=np.float32))
+        copy = source.clone()
+        assert str(runs.run_dir(copy, "mine")) != str(runs.run_dir(source, "mine"))
+        runs.delete_embeddings(copy, "mine")
+        ids, vectors = runs.load_embeddings(source, "mine")  # the source's vectors are all still there
+        assert len(ids) == 6 and np.allclose(np.abs(vectors).sum(axis=1), 1)
+        copy.delete()
+    finally:
+        source.delete()

@@ -87,10 +87,12 @@ def run_dir(dataset, key: str, store_url: str | None = None) -> Path | str:
     (its record keeps the place); ``store_url`` (else the environment) only places new runs.
     """
     if key in dataset.list_runs() and dataset.get_run_info(key).config.method == METHOD:
-        results = dataset.load_run_results(key, cache=False)
-        # runs recorded before stores could live elsewhere are in the curate-loop home
-        return _local_or_url(getattr(results, "store_url", None) or _join(curate_loop_home() / "embeddings",
-                                                                          str(dataset._doc.id), key))
+        recorded = getattr(dataset.load_run_results(key, cache=False), "store_url", None)
+        if recorded is None:  # runs recorded before stores could live elsewhere are in the curate-loop home
+            return _join(curate_loop_home() / "embeddings", str(dataset._doc.id), key)
+        if os.fspath(recorded).rstrip("/").endswith(f"{dataset._doc.id}/{key}"):
+            return _local_or_url(recorded)
+        # a clone's copy of its source's record: the clone never writes to, or deletes, its source's vectors
     return _join(store_base(store_url), str(dataset._doc.id), key)
 
 
