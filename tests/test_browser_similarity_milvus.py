@@ -18,7 +18,7 @@ from conftest import SMALL_SPEC, fresh_clone
 pytest.importorskip("pymilvus")  # the `milvus` extra (in `dev`)
 
 CLONE_NAME = "milvus-browser"
-EMBEDDINGS_KEY = "browser_pixels"
+EMBEDDINGS_KEY = "milvus_pixels"  # not the faiss test's key: a clone of the example copies that run and its searches
 SEARCH_OPERATOR = "@voxel51/panels/similarity_search"
 WAIT_MS = 60_000  # like the page's default timeout; expect() alone waits only 5 s
 
