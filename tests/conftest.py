@@ -257,3 +257,97 @@ def open_panel(page, session, dataset, title: str) -> None:
         page.get_by_role("button", name="Dismiss").click()
     page.locator("[data-cy=new-panel-btn]").click()
     page.get_by_text(title, exact=True).click()
+
+
+# -- the App's own "sort by image similarity" (tests/test_browser_similarity*.py) ---------------------------------------
+SIMILARITY_SEARCH_OPERATOR = "@voxel51/panels/similarity_search"
+BROWSER_WAIT_MS = 60_000  # like the page's default timeout; expect() alone waits only 5 s
+
+
+def pixel_features(images):
+    """16x16 grey thumbnails, centred: near-duplicates of the example are near-identical in pixels."""
+    import numpy as np
+
+    return np.stack([np.asarray(img.convert("L").resize((16, 16)), dtype=np.float32).ravel() - 127 for img in images])
+
+
+def _post_json(request) -> dict:
+    import json
+
+    try:
+        return json.loads(request.post_data or "{}")
+    except ValueError:
+        return {}
+
+
+def _is_search(response) -> bool:
+    return (response.url.endswith("/operators/execute")
+            and _post_json(response.request).get("operator_uri") == SIMILARITY_SEARCH_OPERATOR)
+
+
+def _is_first_page_of_selected_results(response) -> bool:
+    """The App's first ``paginateSamplesQuery`` over the ordered ``Select`` view that applies the results."""
+    if not response.url.endswith("/graphql"):
+        return False
+    body = _post_json(response.request)
+    variables = body.get("variables") or {}
+    return ("paginateSamplesQuery" in body.get("query", "") and variables.get("after") is None
+            and any(stage.get("_cls") == "fiftyone.core.stages.Select" for stage in variables.get("view") or []))
+
+
+def sort_by_image_similarity_in_app(page, app_url: str, dataset, brain_key: str) -> dict:
+    """A user's path through the App: open ``dataset``, show ``near_dup_group`` on the tiles, tick the first planted
+    near-duplicate, "Sort by image similarity" -> "Show similar samples", then "Show results" on ``brain_key``'s card
+    in the Similarity Search panel. Returns what the App asked for and showed, read from its own network traffic:
+    ``params`` (the search), ``group`` (the ticked tile's), ``shown`` (the first page's ids) and ``tiles``."""
+    import json
+
+    from playwright.sync_api import expect
+
+    # The grid's popover has no index picker: it uses the dataset's last-used index, else the first by name.
+    # Make ours the last used, as if the user had searched with it before; the request below confirms it.
+    # IS_PLAYWRIGHT is FiftyOne's own switch for browser tests: no analytics, no popups over the grid.
+    last_used = json.dumps({str(dataset._doc.id): brain_key})  # keyed by dataset id
+    page.add_init_script(
+        "window.IS_PLAYWRIGHT = true;"
+        "localStorage.setItem('fiftyone-enterprise-tooltip-seen', 'true');"
+        f"localStorage.setItem('lastUsedBrainKeys', {json.dumps(last_used)});"
+    )
+    page.goto(f"{app_url.rstrip('/')}/datasets/{dataset.name}")
+    page.get_by_text("ground_truth", exact=True).first.wait_for()  # the sidebar has loaded the dataset
+
+    # Show near_dup_group on the tiles: expand its sidebar group, tick the field.
+    page.locator('[data-cy="sidebar-group-entry-EXAMPLE TRUTH (KEPT ASIDE)"]').click()
+    show_group = page.locator('[data-cy="checkbox-near_dup_group"]')
+    expect(show_group).to_be_in_viewport(timeout=BROWSER_WAIT_MS)
+    show_group.click()
+
+    # Select the first near-duplicate the grid shows: hover its tile, tick its checkbox.
+    tiles = page.locator('[data-cy="looker"]')
+    tile = tiles.filter(has=page.locator('[data-cy="tag-near_dup_group"]')).first
+    tile.scroll_into_view_if_needed()
+    group = int(tile.locator('[data-cy="tag-near_dup_group"]').inner_text())
+    tile.hover()
+    tile.locator('[data-cy="looker-checkbox-"]').click()
+
+    # Sort by image similarity -> Show similar samples: the App runs the search operator.
+    sort_button = page.locator('[data-cy="action-sort-by-similarity"]')
+    sort_button.hover()
+    expect(page.get_by_text("Sort by image similarity", exact=True)).to_be_visible(timeout=BROWSER_WAIT_MS)  # tooltip
+    sort_button.click()
+    with page.expect_response(_is_search) as search_info:
+        page.get_by_text("Show similar samples", exact=True).click()
+    search = search_info.value
+    assert search.ok and search.json()["error"] is None, search.text()
+
+    # The Similarity Search panel lists the run; "Show results" applies it as the grid's view.
+    run_card = page.get_by_role("button").filter(has_text="Completed").filter(has_text=brain_key)
+    run_card.wait_for()
+    show_results = run_card.locator('button[aria-label="Show results"]')
+    assert show_results.get_attribute("disabled") is None
+    with page.expect_response(_is_first_page_of_selected_results) as page_info:
+        # The run card is a drag-and-drop item marked aria-disabled, which Playwright's actionability check
+        # inherits; the button itself is enabled (checked above) and a real click reaches it.
+        show_results.click(force=True)
+    shown = [edge["node"]["id"] for edge in page_info.value.json()["data"]["samples"]["edges"]]
+    return {"params": _post_json(search.request)["params"], "group": group, "shown": shown, "tiles": tiles}
