@@ -363,12 +363,10 @@ def _throwaway_fiftyone():
     """FiftyOne on a database of the bench's own (dropped at the end), on a mongod of its own (bench/throwaway_db.py)."""
     from bench.throwaway_db import use_throwaway_database
 
-    db_name, _ = use_throwaway_database("box-errors")
+    use_throwaway_database("box-errors")
     import fiftyone as fo
     import fiftyone.brain as fob
 
-    if fo.config.database_name != db_name:
-        raise RuntimeError(f"FiftyOne was imported before the bench set its database ({fo.config.database_name})")
     logging.getLogger("fiftyone").setLevel(logging.WARNING)
     return fo, fob
 

@@ -148,7 +148,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="curate-loop-bench-ls-"))
     from bench.throwaway_db import use_throwaway_database
 
-    db_name, _ = use_throwaway_database("labelstudio")
+    use_throwaway_database("labelstudio")
     import fiftyone as fo
     import fiftyone.core.odm.database as fodb
     import httpx
@@ -159,8 +159,6 @@ def main() -> None:
     from curate_loop.adapters.labelstudio.server import start_label_studio
     from curate_loop.runs import labelstudio as sync
 
-    if fo.config.database_name != db_name:
-        raise RuntimeError(f"FiftyOne was imported before the bench set its database ({fo.config.database_name})")
     fo.config.show_progress_bars = False
     pid = os.getpid()
     media = work / "media"

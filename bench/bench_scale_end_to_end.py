@@ -117,14 +117,12 @@ def _child(n: int, media_root: str, db_dir: str, ls_url: str, ls_key: str, ls_pi
     """Runs every step on ``n`` samples; prints ``STEP {json}`` per step and ``SIZE {json}`` at the end."""
     from bench.throwaway_db import use_throwaway_database
 
-    db_name, mongod = use_throwaway_database("e2e", db_dir)
+    _, mongod = use_throwaway_database("e2e", db_dir)
     import fiftyone as fo
     import fiftyone.core.odm.database as fodb
 
     from bench.bench_curation_scale import planted_mixture
 
-    if fo.config.database_name != db_name or not fo.config.database_uri:
-        raise RuntimeError(f"FiftyOne was imported before the bench set its database ({fo.config.database_name})")
     fo.config.show_progress_bars = False
     started = time.perf_counter()
     data = planted_mixture(n=n)

@@ -46,7 +46,7 @@ def _recall(found, exact) -> float:
 def main() -> None:
     from bench.throwaway_db import use_throwaway_database
 
-    db_name, _ = use_throwaway_database("similarity-backends")
+    use_throwaway_database("similarity-backends")
     import fiftyone as fo
     import fiftyone.core.odm.database as fodb
 
@@ -54,8 +54,6 @@ def main() -> None:
     from curate_loop.similarity.milvus import build_milvus_index, release_lite
     from curate_loop.vectors import normalize_rows
 
-    if fo.config.database_name != db_name:
-        raise RuntimeError(f"FiftyOne was imported before the bench set its database ({fo.config.database_name})")
     fo.config.show_progress_bars = False
 
     vectors = gaussian_mixture()

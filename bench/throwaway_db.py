@@ -69,4 +69,9 @@ def use_throwaway_database(label: str, db_dir: str | None = None) -> tuple[str, 
                       FIFTYONE_DATABASE_VALIDATION="false")
     mongod = start_mongod(db_dir)
     atexit.register(_stop, mongod)
+    import fiftyone as fo  # reads the settings above, once
+
+    if fo.config.database_name != db_name or fo.config.database_uri != os.environ["FIFTYONE_DATABASE_URI"]:
+        raise RuntimeError(f"FiftyOne did not take the bench's database ({fo.config.database_name} at "
+                           f"{fo.config.database_uri}): check FIFTYONE_* settings in the environment")
     return db_name, mongod
