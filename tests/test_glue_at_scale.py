@@ -121,3 +121,109 @@ def test_near_duplicate_rerun_writes_only_groups_and_clears_the_earlier_ones(mix
 
         delete_embeddings(dataset, "dupvec")
         dataset.delete()
+
+
+def test_set_sample_fields_writes_what_set_values_writes_in_one_pass(mixed):
+    """Several flat fields in one update per sample: the values, the declared field types and last_modified_at are
+    those of one set_values per field; None leaves a field unset; numpy values arrive as plain numbers."""
+    import fiftyone as fo
+
+    from curate_loop.runs.bulk import set_sample_fields
+
+    ours, theirs = mixed.clone("glue-bulk-ours"), mixed.clone("glue-bulk-theirs")
+    try:
+        ids = np.asarray(ours.values("id"))[::-1]  # any order
+        scores = np.linspace(0, 1, N, dtype=np.float32)[::-1]
+        clusters = np.arange(N, dtype=np.int64) % 3 - 1
+        kinds = np.where(clusters < 0, "noise", "regular")
+        note = [None if i % 4 == 0 else f"n{i}" for i in range(N)]
+        before = max(ours.values("last_modified_at"))
+        assert set_sample_fields(ours, ids, {"b_score": scores, "b_cluster": clusters, "b_kind": kinds,
+                                             "b_note": note}) == N
+        theirs_ids = np.asarray(theirs.values("id"))[::-1]
+        for field, values in (("b_score", scores.tolist()), ("b_cluster", clusters.tolist()),
+                              ("b_kind", kinds.tolist()), ("b_note", note)):
+            theirs.set_values(field, dict(zip(theirs_ids.tolist(), values)), key_field="id")
+            assert ours.values(field) == theirs.values(field)
+            assert type(ours.get_field(field)) is type(theirs.get_field(field))
+        assert isinstance(ours.get_field("b_cluster"), fo.IntField)
+        assert min(ours.values("last_modified_at")) > before
+        assert ours.first().b_kind == kinds[-1]  # a sample held in memory sees the write
+        assert len(ours.exists("b_note")) == N - sum(v is None for v in note)
+    finally:
+        ours.delete()
+        theirs.delete()
+
+
+def test_set_sample_fields_refuses_bad_columns_before_writing(mixed):
+    from curate_loop.runs.bulk import set_sample_fields
+
+    dataset = mixed.clone("glue-bulk-bad")
+    try:
+        ids = dataset.values("id")
+        cases = [({"x": np.zeros(N - 1)}, "39 values for 40 samples"),
+                 ({"x": [1.0] * (N - 1) + ["a"]}, "one kind per field"),
+                 ({"x": np.zeros((N, 2))}, "1-d array"),
+                 ({"ok": np.zeros(N), BATCH_FIELD: np.zeros(N)}, "is a StringField"),
+                 ({"x": [[1]] * N}, "write labels, lists")]
+        for columns, message in cases:
+            with pytest.raises(InvalidInputError, match=message):
+                set_sample_fields(dataset, ids, columns)
+            assert not dataset.has_field("ok") and not dataset.has_field("x")  # nothing declared or written
+    finally:
+        dataset.delete()
+
+
+def test_edges_then_select_cluster_and_search_once_and_never_reuse_stale_results(mixed):
+    """The edges step saves the clusters and neighbourhoods it computed; the batch selection on the same vectors
+    loads them (cluster_embeddings and edge_neighborhoods are not called again) and gets what computing would give.
+    New vectors for the same ids are a different input: computed afresh."""
+    from unittest import mock
+
+    import curate_loop.runs.pool_structure as structure
+    from curate_loop.runs.curation import select_batch
+    from curate_loop.runs.edges import CLUSTER_FIELD, EDGE_FIELD, score_edge_cases
+    from curate_loop.runs.embeddings import delete_embeddings, import_embeddings, load_embeddings
+
+    dataset = mixed.clone("glue-structure")
+    for field in (BATCH_FIELD, DUP_KEEP_FIELD, QUALITY_EXCLUDE_FIELD):
+        dataset.delete_sample_field(field)  # every unlabeled sample is in the pool
+    try:
+        rng = np.random.default_rng(11)
+        centres = rng.standard_normal((3, 8))
+        vectors = (centres[np.arange(N) % 3] + 0.2 * rng.standard_normal((N, 8))).astype(np.float32)
+        import_embeddings(dataset, "sv", vectors)
+        calls = {"clusters": 0, "neighborhoods": 0}
+        real_cluster, real_search = structure.cluster_embeddings, structure.edge_neighborhoods
+
+        def counting(name, real):
+            def call(*args, **kwargs):
+                calls[name] += 1
+                return real(*args, **kwargs)
+            return call
+
+        with mock.patch.object(structure, "cluster_embeddings", counting("clusters", real_cluster)), \
+                mock.patch.object(structure, "edge_neighborhoods", counting("neighborhoods", real_search)):
+            edges = score_edge_cases(dataset, "sv", min_cluster_size=5)
+            assert calls == {"clusters": 1, "neighborhoods": 1}
+            batch = select_batch(dataset, "b_structure", 5, "sv", label_field="ground_truth", min_cluster_size=5,
+                                 report=False)
+            assert calls == {"clusters": 1, "neighborhoods": 1}  # both reused
+            ids, stored = load_embeddings(dataset, "sv")
+            fresh = real_cluster(stored, min_cluster_size=5, seed=0)
+            loaded = structure.pool_clusters(dataset, "sv", ids, stored, min_cluster_size=5, seed=0)
+            assert calls["clusters"] == 1
+            np.testing.assert_array_equal(loaded.labels, fresh.labels)
+            np.testing.assert_array_equal(loaded.kinds, fresh.kinds)
+            assert batch.clusters == edges.clusters == fresh.n_clusters
+            assert dataset.values(CLUSTER_FIELD) == fresh.labels.tolist()
+
+            structure.pool_clusters(dataset, "sv", ids, stored, min_cluster_size=6, seed=0)  # other parameters
+            assert calls["clusters"] == 2
+            other = stored[::-1].copy()  # the same ids, other vectors
+            found = structure.pool_neighborhoods(dataset, "sv", ids, other, seed=0)
+            assert calls["neighborhoods"] == 2
+            np.testing.assert_array_equal(found.scores, real_search(other, seed=0).scores)
+    finally:
+        delete_embeddings(dataset, "sv")
+        dataset.delete()

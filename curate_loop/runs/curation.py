@@ -24,13 +24,13 @@ import numpy as np
 
 from curate_loop.curation.combined import MODE_COMBINED
 from curate_loop.curation.objectives import Objectives
-from curate_loop.curation.clustering import cluster_embeddings
 from curate_loop.curation.strategies import (DEFAULT_NEAR_DUP_THRESHOLD, REASON_REPRESENTATIVE,
                                              select_cluster_balanced, select_kcenter, select_random,
                                              select_typicality)
 from curate_loop.errors import InvalidInputError
 from curate_loop.runs.embeddings import Progress, embedding_config, load_embeddings, random_weights_notice
 from curate_loop.runs.pool import BATCH_FIELD, REASON_FIELD, class_of_each, pool_state, resolve_label_field
+from curate_loop.runs.pool_structure import pool_clusters, pool_neighborhoods
 
 METHOD = "curate_loop.batch"
 STRATEGIES = ("cluster_balanced", "typicality", "kcenter", "random")
@@ -135,7 +135,7 @@ def select_batch(samples, name: str, k: int, embeddings_key: str = "clip", *, st
     step(0.1, "reading predictions" if predictions_field else "no predictions")
     model = _model_inputs(samples, ids, state, strategy, predictions_field, classes, objectives.uncertainty_score)
     step(0.15, f"clustering {len(ids)} samples")
-    clusters = cluster_embeddings(vectors, min_cluster_size=min_cluster_size, seed=seed)
+    clusters = pool_clusters(dataset, embeddings_key, ids, vectors, min_cluster_size=min_cluster_size, seed=seed)
     step(0.45, f"selecting {k} ({model.mode})")
     if model.mode == MODE_COMBINED:
         picks, reasons, skipped, model.mode = _pick_combined(vectors, k, clusters, state, model, objectives,
@@ -145,7 +145,8 @@ def select_batch(samples, name: str, k: int, embeddings_key: str = "clip", *, st
     contributions, class_histogram, uncertainty = _model_figures(vectors, state, picks, model, objectives)
 
     step(0.6, "edge cases and saturation")
-    saturation = _saturation(vectors, clusters, state.covered, picks, seed)
+    neighborhoods = pool_neighborhoods(dataset, embeddings_key, ids, vectors, seed=seed)
+    saturation = _saturation(neighborhoods, clusters, state.covered, picks)
     step(0.7, "coverage against random subsets")
     from curate_loop.curation.metrics import selection_metrics
 
@@ -294,12 +295,9 @@ def _model_figures(vectors, state, picks, model, objectives) -> tuple[dict, dict
     return contributions, histogram, uncertainty
 
 
-def _saturation(vectors, clusters, covered, picks, seed) -> dict:
+def _saturation(neighborhoods, clusters, covered, picks) -> dict:
     """How much of the edge region the labeled set covered before this batch, after it, and the gain. The edge
     region: outliers and sparse-cluster members, and the top 10% of edge scores."""
-    from curate_loop.curation.edges import edge_neighborhoods
-
-    neighborhoods = edge_neighborhoods(vectors, seed=seed)
     member = clusters.labels >= 0
     edge_mask = ~member  # outliers; with no cluster at all (every row noise), that is every row
     if clusters.n_clusters:

@@ -12,9 +12,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from curate_loop.curation.clustering import cluster_embeddings
 from curate_loop.errors import InvalidInputError
+from curate_loop.runs.bulk import set_sample_fields
 from curate_loop.runs.embeddings import Progress, embedding_config, load_embeddings
+from curate_loop.runs.pool_structure import pool_clusters, pool_neighborhoods
 
 METHOD = "curate_loop.edges"
 EDGE_FIELD = "edge_score"
@@ -49,8 +50,6 @@ def score_edge_cases(samples, embeddings_key: str = "clip", *, min_cluster_size:
     ``min_cluster_size``: as for :func:`curate_loop.runs.curation.select_batch`."""
     from fiftyone import ViewField as F
 
-    from curate_loop.curation.edges import edge_scores
-
     started = time.perf_counter()
     step = progress or (lambda fraction, label: None)
     dataset = samples._dataset
@@ -61,19 +60,19 @@ def score_edge_cases(samples, embeddings_key: str = "clip", *, min_cluster_size:
         raise InvalidInputError(f"Edge scores need at least 3 items with {embeddings_key!r} vectors in this view, "
                                 f"found {len(ids)}; compute embeddings first.")
     step(0.2, f"clustering {len(ids)} items")
-    clusters = cluster_embeddings(vectors, min_cluster_size=min_cluster_size, seed=seed)
+    clusters = pool_clusters(dataset, embeddings_key, ids, vectors, min_cluster_size=min_cluster_size, seed=seed)
     step(0.5, "scoring")
-    scores = np.round(edge_scores(vectors, seed=seed), 6)
+    scores = np.round(pool_neighborhoods(dataset, embeddings_key, ids, vectors, seed=seed).scores, 6)
     kinds = (np.where(clusters.labels < 0, "noise", clusters.kinds[np.maximum(clusters.labels, 0)])
              if len(clusters.kinds) else np.full(len(ids), "noise"))  # no cluster at all: every item is noise
     step(0.8, "writing scores")
-    by_id = {"score": dict(zip(ids.tolist(), scores.tolist())),
-             "cluster": dict(zip(ids.tolist(), clusters.labels.tolist())),
-             "kind": dict(zip(ids.tolist(), kinds.tolist()))}
     if patches_field is None:
-        for field, key in ((EDGE_FIELD, "score"), (CLUSTER_FIELD, "cluster"), (CLUSTER_KIND_FIELD, "kind")):
-            samples.set_values(field, by_id[key], key_field="id")
+        set_sample_fields(samples, ids, {EDGE_FIELD: scores, CLUSTER_FIELD: clusters.labels,
+                                         CLUSTER_KIND_FIELD: np.asarray(kinds, dtype=str)})
     else:
+        by_id = {"score": dict(zip(ids.tolist(), scores.tolist())),
+                 "cluster": dict(zip(ids.tolist(), clusters.labels.tolist())),
+                 "kind": dict(zip(ids.tolist(), kinds.tolist()))}
         nested = samples.values(f"{patches_field}.detections.id")
         for field, key in ((EDGE_FIELD, "score"), (CLUSTER_FIELD, "cluster"), (CLUSTER_KIND_FIELD, "kind")):
             values = by_id[key]
