@@ -123,6 +123,24 @@ def test_near_duplicates_are_skipped():
     assert len(without_check.indices) == 60 and len(np.unique(copies[without_check.indices])) == 40
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_near_duplicate_checks_computed_ahead_pick_what_the_lazy_check_picks(monkeypatch, seed):
+    """The picker checks the clusters' head candidates ahead, in blocks: the same comparisons as one candidate at a
+    time, so the same batch. 300 groups of 10 near-copies (more budget than groups: skipping is constant), labeled
+    rows among them."""
+    rng = np.random.default_rng(seed)
+    x = (np.repeat(rng.standard_normal((300, 16)), 10, axis=0) + 0.02 * rng.standard_normal((3000, 16)))
+    labeled = rng.choice(3000, 100, replace=False)
+    ahead = select_cluster_balanced(x, 250, labeled_idx=labeled, near_dup_threshold=0.99, seed=seed)
+    monkeypatch.setattr(_Picker, "prefetch", lambda self, rows: None)
+    lazy = select_cluster_balanced(x, 250, labeled_idx=labeled, near_dup_threshold=0.99, seed=seed)
+    np.testing.assert_array_equal(ahead.indices, lazy.indices)
+    assert ahead.near_duplicates_skipped == lazy.near_duplicates_skipped > 1000
+    groups = ahead.indices // 10
+    assert len(np.unique(groups)) == len(groups)  # never two of one group
+    assert not np.isin(groups, labeled // 10).any()  # nor one of a labeled row's group
+
+
 @pytest.mark.filterwarnings("ignore:Number of distinct clusters")
 def test_near_duplicates_of_labeled_samples_are_skipped():
     x, _ = mixture(sizes=(50, 50))

@@ -246,3 +246,50 @@ def test_a_shard_whose_heartbeat_stopped_on_another_host_is_requeued(example_dat
         for row in shards.shard_status(dataset, "beat")["rows"]:
             service.delete_operation(ObjectId(row["op"]))
         service.delete_operation(op_id)
+
+
+def test_a_finaliser_that_died_after_its_claim_is_taken_over(example_dataset, monkeypatch):
+    """Every shard landed, and the process that claimed the finish died before finishing (simulated: the claim is
+    written, nothing else). The next caller finalises the run once; a claim by a process still alive elsewhere is
+    left alone until it is older than FINALISE_STALE_S."""
+    from datetime import timedelta
+
+    from bson import ObjectId
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    dataset = fresh_clone(example_dataset, "shards-finaliser-tests")
+    run_id = shards.queue_sharded_embeddings(dataset, "fin", ["classical"], 2)
+    service = DelegatedOperationService()
+    ops = [ObjectId(row["op"]) for row in shards.shard_status(dataset, "fin")["rows"]]
+    try:
+        with monkeypatch.context() as patched:
+            patched.setattr(shards, "finalise_if_done", lambda *args, **kwargs: False)  # the claimant dies first
+            for index in range(2):
+                shards.run_shard(dataset, run_id, index)
+        gone = subprocess.Popen([sys.executable, "-c", "pass"])
+        gone.wait()
+        import psutil
+
+        claim = {"finalised_by": "op-dead", "claimed_at": shards._now(),
+                 "finaliser": {"host": shards.socket.gethostname(), "pid": gone.pid, "create_time": 0.0}}
+        shards._collection().update_one({"_id": ObjectId(run_id)}, {"$set": claim})
+        assert not shards.shard_status(dataset, "fin")["finished"]
+        assert shards.finalise_if_done(dataset, run_id) is True  # its process is gone: taken over
+        assert shards.finalise_if_done(dataset, run_id) is False  # finished: once only
+        dataset.reload()
+        assert dataset.load_run_results("fin", cache=False).status == "complete"
+        assert len(runs.load_embeddings(dataset, "fin")[0]) == len(dataset)
+
+        # a claimant on another machine is known only by its claim's age
+        alive = {"finalised_by": "op-elsewhere", "finished_at": None, "claimed_at": shards._now(),
+                 "finaliser": {"host": "another-machine", "pid": 1, "create_time": psutil.boot_time()}}
+        shards._collection().update_one({"_id": ObjectId(run_id)}, {"$set": alive})
+        assert shards.finalise_if_done(dataset, run_id) is False
+        old = shards._now() - timedelta(seconds=shards.FINALISE_STALE_S + 1)
+        shards._collection().update_one({"_id": ObjectId(run_id)}, {"$set": {"claimed_at": old}})
+        assert shards.finalise_if_done(dataset, run_id) is True
+    finally:
+        for op_id in ops:
+            service.delete_operation(op_id)
+        runs.delete_embeddings(dataset, "fin")
+        dataset.delete()

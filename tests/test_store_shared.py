@@ -353,3 +353,28 @@ def test_the_manifest_places_new_runs(tmp_path):
     assert load_manifest(path).embeddings.store_url == "s3://bucket/runs"
     path.write_text(yaml.safe_dump(base))
     assert load_manifest(path).embeddings.store_url is None
+
+
+def test_classical_embeddings_keep_their_basis_in_a_store_that_is_not_a_disk(example_dataset, monkeypatch):
+    """The classical model's PCA basis goes through the store like the vectors: on a ``memory://`` store (no local
+    folder) a grown view resumes with the saved basis, and a store that lost it is refused, not refitted."""
+    from curate_loop.embeddings.classical import BASIS_FILE
+    from curate_loop.runs import embeddings as runs
+
+    monkeypatch.setenv(runs.STORE_URL_ENV, f"memory://curate/{uuid.uuid4().hex}")
+    key = "classical_memory"
+    if key in example_dataset.list_runs():
+        runs.delete_embeddings(example_dataset, key)
+    try:
+        assert runs.compute_embeddings(example_dataset.limit(6), key, "classical").computed == 6
+        (store,) = runs._stores(example_dataset, key, 1)
+        assert store.url.startswith("memory://") and store.get_bytes(BASIS_FILE) is not None
+        grown = runs.compute_embeddings(example_dataset.limit(8), key, "classical")
+        assert (grown.computed, grown.skipped) == (2, 6)  # a refit would have said the basis was lost
+        ids, vectors = runs.load_embeddings(example_dataset.limit(8), key)
+        assert len(ids) == 8 and np.isfinite(vectors).all()
+        store.fs.rm_file(store._join(BASIS_FILE))
+        with pytest.raises(InvalidInputError, match="lost their PCA basis"):
+            runs.compute_embeddings(example_dataset.limit(10), key, "classical")
+    finally:
+        runs.delete_embeddings(example_dataset, key)

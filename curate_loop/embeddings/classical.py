@@ -21,7 +21,7 @@ cosine of any two raw vectors is high and thresholds such as the near-duplicate 
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
 
 import numpy as np
 from PIL import Image
@@ -101,19 +101,17 @@ class ClassicalModel:
         self.mean, self.components = mean.astype(np.float32), vt[:max(keep, 1)].astype(np.float32)
         return self
 
-    def save(self, folder: str | Path) -> None:
-        path = Path(folder) / BASIS_FILE
-        tmp = path.with_name(f".tmp-{path.name}")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, mean=self.mean, components=self.components)
-        tmp.replace(path)
+    def to_bytes(self) -> bytes:
+        """The basis as one ``.npz`` file's bytes, for the store (``BASIS_FILE``) on any filesystem."""
+        buffer = io.BytesIO()
+        np.savez(buffer, mean=self.mean, components=self.components)
+        return buffer.getvalue()
 
-    def load(self, folder: str | Path) -> bool:
-        """Load the basis saved in ``folder``; False when there is none."""
-        path = Path(folder) / BASIS_FILE
-        if not path.exists():
+    def load_bytes(self, data: bytes | None) -> bool:
+        """Load a basis saved by :meth:`to_bytes`; False when ``data`` is None (no basis saved yet)."""
+        if data is None:
             return False
-        with np.load(path) as saved:
+        with np.load(io.BytesIO(data)) as saved:
             self.mean, self.components = saved["mean"], saved["components"]
         return True
 

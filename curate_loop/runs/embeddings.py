@@ -301,12 +301,12 @@ def _record_quality(samples, measured: dict[str, tuple[dict, str]]) -> None:
 def _classical_basis(loaded, store: EmbeddingStore, level: str, filepaths, boxes, margin, min_crop_px,
                      progress: Progress | None) -> None:
     """The classical model's PCA basis: the one saved with the store, else fitted on these items and saved."""
-    from curate_loop.embeddings.classical import fit_on_crops, fit_on_images
+    from curate_loop.embeddings.classical import BASIS_FILE, fit_on_crops, fit_on_images
 
     model = loaded.model
-    if not model.load(store.root):
+    if not model.load_bytes(store.get_bytes(BASIS_FILE)):
         if store.stored_ids().size:
-            raise InvalidInputError(f"The classical embeddings in {store.root} lost their PCA basis; delete the run "
+            raise InvalidInputError(f"The classical embeddings in {store.url} lost their PCA basis; delete the run "
                                     "and compute it again.")
         if progress:
             progress(0.0, "classical model: fitting the PCA basis")
@@ -314,7 +314,7 @@ def _classical_basis(loaded, store: EmbeddingStore, level: str, filepaths, boxes
             fit_on_crops(model, filepaths, boxes, margin=margin, min_crop_px=min_crop_px)
         else:
             fit_on_images(model, filepaths)
-        model.save(store.root)
+        store.put_bytes(BASIS_FILE, model.to_bytes())
     loaded.dim = model.dim
 
 

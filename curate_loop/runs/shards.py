@@ -9,7 +9,9 @@ the result is the same run :func:`curate_loop.runs.embeddings.compute_embeddings
 Why a coordination document: FiftyOne's queue knows operations, not runs. One MongoDB document per run (in
 FiftyOne's database, collection ``curate_loop_shards``) holds the shards' sample ids, which operations ran each
 shard, and which shards are done; its updates are atomic (``find_one_and_update``), so exactly one shard
-finalises even when two land at the same moment.
+finalises even when two land at the same moment. A finaliser that dies after its claim (its process gone on its
+host, or its claim older than ``FINALISE_STALE_S``) is taken over by the next caller, e.g. ``embed shards wait``:
+finalising only reads the store and writes the record, so doing it again is safe.
 
 Killed workers: an operation whose worker died stays RUNNING in FiftyOne's queue forever. Each shard operation
 therefore beats a heartbeat (FiftyOne's ``updated_at``, as ``fiftyone delegated launch --monitor`` does), and
@@ -29,6 +31,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from curate_loop.embeddings.classical import BASIS_FILE
 from curate_loop.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
@@ -38,6 +41,7 @@ COLLECTION = "curate_loop_shards"  # one document per run: its shards, their ope
 IDS_COLLECTION = "curate_loop_shard_ids"  # one document per shard: its sample ids (a run's would pass 16 MB)
 DEFAULT_HEARTBEAT_S = 30.0
 STALE_HEARTBEATS = 4  # an operation silent for this many heartbeats is dead
+FINALISE_STALE_S = 600.0  # a claim to finalise this old, never finished, is taken over
 MAX_IDS_PER_SHARD = 300_000  # keeps a shard's ids document well inside MongoDB's 16 MB limit
 DEAD_REASON = "curate-loop: the worker running this shard stopped (process gone or no heartbeat); shard re-queued"
 
@@ -234,8 +238,8 @@ def run_shard(dataset, run_id: str, index: int, *, op_id=None, progress=None) ->
         for m, (spec, store) in enumerate(zip(specs, stores)):
             loaded = load_model(spec, device=run.get("device"))
             if spec.is_classical:
-                if not loaded.model.load(store.root):
-                    raise InvalidInputError(f"The classical basis of {store.root} is missing; queue the run again.")
+                if not loaded.model.load_bytes(store.get_bytes(BASIS_FILE)):
+                    raise InvalidInputError(f"The classical basis of {store.url} is missing; queue the run again.")
                 loaded.dim = loaded.model.dim
 
             def step(done, total, m=m, spec=spec):
@@ -269,10 +273,17 @@ def finalise_if_done(dataset, run_id: str, *, claimant: str = "watcher") -> bool
     from curate_loop.runs import embeddings as runs
 
     collection = _collection()
-    run = collection.find_one({"_id": ObjectId(run_id)}, {"n_shards": 1})
+    run = collection.find_one({"_id": ObjectId(run_id)},
+                              {"n_shards": 1, "finalised_by": 1, "finaliser": 1, "claimed_at": 1, "finished_at": 1})
+    unclaimed = {"finalised_by": None}
+    if run["finalised_by"] is not None and run["finished_at"] is None and _finaliser_gone(run):
+        # its claimant died before finishing: the same claim again, won by one caller (claimed_at changes with it)
+        unclaimed = {"finalised_by": run["finalised_by"], "claimed_at": run.get("claimed_at")}
+        logger.warning("Sharded run %s: the process finalising it (%s) is gone; finalising again", run_id,
+                       run["finalised_by"])
     claimed = collection.find_one_and_update(
-        {"_id": ObjectId(run_id), "done": {"$size": run["n_shards"]}, "finalised_by": None},
-        {"$set": {"finalised_by": claimant}})
+        {"_id": ObjectId(run_id), "done": {"$size": run["n_shards"]}, "finished_at": None, **unclaimed},
+        {"$set": {"finalised_by": claimant, "finaliser": _this_process(), "claimed_at": _now()}})
     if claimed is None:
         return False
     dataset.reload()  # other processes changed the dataset (and its run records) since this one loaded it
@@ -298,6 +309,14 @@ def finalise_if_done(dataset, run_id: str, *, claimant: str = "watcher") -> bool
     if not missing:
         _collection(IDS_COLLECTION).delete_many({"run_id": claimed["_id"]})  # the store has them now
     return True
+
+
+def _finaliser_gone(run: dict) -> bool:
+    """Whether the process that claimed the run's finish is gone: known on its own host, or its claim is older
+    than ``FINALISE_STALE_S`` (finalising reads the store's ids and writes one record: seconds, not minutes)."""
+    claimed_at = run.get("claimed_at")  # naive UTC, like _now()
+    return _process_gone(run.get("finaliser")) or (claimed_at is not None and
+                                                   (_now() - claimed_at).total_seconds() > FINALISE_STALE_S)
 
 
 # -- status, dead workers, waiting -----------------------------------------------------------------

@@ -172,7 +172,13 @@ class FaissSimilarityIndex(SimilarityIndex, DuplicatesMixin):
 
     def add_to_index(self, embeddings, sample_ids, label_ids=None, overwrite=True, allow_existing=True,
                      warn_existing=False, reload=True):
-        vectors = normalize_rows(embeddings, zero_rows="raise", what="embeddings")
+        self._add_unit_rows(normalize_rows(embeddings, zero_rows="raise", what="embeddings"), sample_ids, label_ids,
+                            overwrite=overwrite, allow_existing=allow_existing, warn_existing=warn_existing,
+                            reload=reload)
+
+    def _add_unit_rows(self, vectors, sample_ids, label_ids=None, *, overwrite=True, allow_existing=True,
+                       warn_existing=False, reload=True):
+        """:meth:`add_to_index` of rows normalised already: a 1M x 512 build holds each 2 GB copy only once."""
         sample_ids = _as_ids(sample_ids)
         label_ids = None if label_ids is None else _as_ids(label_ids)
         _check_rows(vectors, sample_ids, label_ids)
@@ -190,10 +196,13 @@ class FaissSimilarityIndex(SimilarityIndex, DuplicatesMixin):
         )
         if ii.size == 0:
             return
-        merged = np.empty((len(all_sample_ids), vectors.shape[1]), dtype=np.float32)
-        if n:
-            merged[:n] = self._vectors
-        merged[jj] = vectors[ii]
+        if n == 0 and np.array_equal(ii, np.arange(len(vectors))) and np.array_equal(jj, ii):
+            merged = vectors  # a new index of exactly these rows: no copy
+        else:
+            merged = np.empty((len(all_sample_ids), vectors.shape[1]), dtype=np.float32)
+            if n:
+                merged[:n] = self._vectors
+            merged[jj] = vectors[ii]
         self._replace(merged, all_sample_ids, all_label_ids)
         if reload:
             self.reload()
@@ -358,7 +367,7 @@ class FaissSimilarityIndex(SimilarityIndex, DuplicatesMixin):
         """Swap in new contents, rebuild the faiss index and persist both."""
         self._vectors, self._sample_ids, self._label_ids = vectors, sample_ids, label_ids
         self._sorted_ids = None
-        self._index = knn.build_index(vectors, exact=self.config.exact) if len(vectors) else None
+        self._index = knn.build_index(vectors, exact=self.config.exact, unit_rows=True) if len(vectors) else None
         self._save()
 
     def _save(self) -> None:
@@ -385,7 +394,7 @@ class FaissSimilarityIndex(SimilarityIndex, DuplicatesMixin):
         index_path = self.index_dir / INDEX_FILE
         index = knn.load_index(index_path) if index_path.is_file() else None
         if index is None or index.ntotal != len(self._vectors):  # missing or from an interrupted write
-            index = knn.build_index(self._vectors, exact=self.config.exact)
+            index = knn.build_index(self._vectors, exact=self.config.exact, unit_rows=True)  # stored normalised
         self._index = index
 
     @classmethod
@@ -421,7 +430,7 @@ def build_similarity_index(view_or_dataset, embeddings, sample_ids, brain_key: s
         model_name=model_name, pretrained=pretrained, index_dir=index_dir, exact=exact,
     )
     try:
-        results.add_to_index(vectors, sample_ids, label_ids=label_ids)
+        results._add_unit_rows(vectors, sample_ids, label_ids=label_ids)  # normalised above
     except BaseException:
         dataset.delete_brain_run(brain_key)  # no half-made run left behind
         raise

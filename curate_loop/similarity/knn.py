@@ -42,13 +42,15 @@ def default_nlist(n: int) -> int:
 
 
 def build_index(vectors, *, exact: bool | None = None, nlist: int | None = None, nprobe: int | None = None,
-                seed: int = 0) -> faiss.Index:
+                seed: int = 0, unit_rows: bool = False) -> faiss.Index:
     """A cosine index over ``vectors``: exact up to ``EXACT_MAX_SIZE`` rows, IVF-Flat above (or as forced).
 
     ``nlist``/``nprobe`` override the IVF defaults; without ``nprobe`` it is tuned for recall@10 >=
-    ``TARGET_RECALL`` on a sample of the vectors (positions in the index are row numbers).
+    ``TARGET_RECALL`` on a sample of the vectors (positions in the index are row numbers). ``unit_rows``: the
+    vectors are :func:`curate_loop.vectors.normalize_rows`' output already, so no normalised copy is made.
     """
-    return _build_index(normalize_rows(vectors, zero_rows="raise", what="vectors"), exact, nlist, nprobe, seed)
+    unit = vectors if unit_rows else normalize_rows(vectors, zero_rows="raise", what="vectors")
+    return _build_index(unit, exact, nlist, nprobe, seed)
 
 
 def _build_index(x: np.ndarray, exact: bool | None, nlist: int | None, nprobe: int | None, seed: int) -> faiss.Index:
