@@ -249,14 +249,27 @@ def review_in_operator_browser(page, operator: str, decision_label: str | None, 
     page.get_by_role("button", name="Execute").click()
 
 
-def open_panel(page, session, dataset, title: str) -> None:
-    """Open the App on ``dataset`` and add the panel named ``title`` from the "+" menu next to Samples."""
-    page.goto(f"{session.url.rstrip('/')}/datasets/{dataset.name}")
-    page.get_by_text("ground_truth", exact=True).first.wait_for()  # the sidebar has loaded the dataset
-    if page.get_by_role("button", name="Dismiss").count():
-        page.get_by_role("button", name="Dismiss").click()
-    page.locator("[data-cy=new-panel-btn]").click()
-    page.get_by_text(title, exact=True).click()
+def open_panel(page, session, dataset, title: str, attempts: int = 2) -> None:
+    """Open the App on ``dataset`` and add the panel named ``title`` from the "+" menu next to Samples.
+
+    Once the menu has closed, the panel's tab carries ``title``. An App that started slowly ("Could not connect
+    session" in the fixture's log) once swallowed the click: no tab, so the page is reloaded and the menu used
+    again (once), as a person would."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(attempts):
+        page.goto(f"{session.url.rstrip('/')}/datasets/{dataset.name}")
+        page.get_by_text("ground_truth", exact=True).first.wait_for()  # the sidebar has loaded the dataset
+        if page.get_by_role("button", name="Dismiss").count():
+            page.get_by_role("button", name="Dismiss").click()
+        page.locator("[data-cy=new-panel-btn]").click()
+        page.get_by_text(title, exact=True).click()
+        try:
+            page.get_by_text(title, exact=True).first.wait_for(timeout=15_000)  # the new panel's tab
+            return
+        except PlaywrightTimeout:
+            if attempt == attempts - 1:
+                raise
 
 
 # -- the App's own "sort by image similarity" (tests/test_browser_similarity*.py) ---------------------------------------
