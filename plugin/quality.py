@@ -30,11 +30,24 @@ NO_LABEL_FIELD = "(no boxes)"
 # App's reload after a re-flag loads the panel again meanwhile. Re-flagging rewrites the run record and the saved
 # views, so the panel's reads and writes of the quality run take turns (a repeated value then does nothing).
 _QUALITY_RUN = threading.RLock()
+# The slider sends its value when it mounts (the threshold in force, rounded as the panel shows it): a value this
+# close to the threshold in force changes nothing.
+SAME_THRESHOLD = 1e-6
 
 
 def issue_tag(issue: str) -> str:
     """The sample tag "tag" gives the samples flagged with ``issue``."""
     return f"{TAG_PREFIX}{issue}"
+
+
+def threshold_path(issue: str) -> str:
+    """The panel state key of ``issue``'s slider: one per issue, so that a slider never carries the value of the
+    issue shown before it (the App would send that value back as a new threshold)."""
+    return f"threshold_{issue}"
+
+
+def _same_threshold(value: float, threshold: float) -> bool:
+    return abs(value - threshold) <= SAME_THRESHOLD * max(1.0, abs(threshold))
 
 
 def compute_command(dataset_name: str) -> str:
@@ -147,7 +160,7 @@ class DataQualityPanel(foo.Panel):
         self._refresh(ctx)
 
     def set_threshold(self, ctx):
-        self._move_threshold(ctx, ctx.params.get("value"))
+        self._move_threshold(ctx, ctx.params.get("value"), from_slider=True)
 
     def reset_threshold(self, ctx):
         """Back to the threshold the data gives (the adaptive one)."""
@@ -184,7 +197,7 @@ class DataQualityPanel(foo.Panel):
         ctx.prompt(f"{PLUGIN}/compute_quality")
 
     # -- state ----------------------------------------------------------------------------------------------------
-    def _move_threshold(self, ctx, value, reset: bool = False):
+    def _move_threshold(self, ctx, value, reset: bool = False, from_slider: bool = False):
         from curate_loop.errors import CurateLoopError
         from curate_loop.runs.quality import quality_thresholds, set_threshold
 
@@ -194,12 +207,14 @@ class DataQualityPanel(foo.Panel):
         try:
             with _QUALITY_RUN:
                 rule = quality_thresholds(ctx.dataset)[issue]
-                if not reset and rule.get("user") and float(value) == rule["threshold"]:
-                    return  # already flagged with this threshold
+                if not reset and _same_threshold(float(value), rule["threshold"]):
+                    return  # already flagged with this threshold (the slider's echo of the value it was given)
                 count = set_threshold(ctx.dataset, issue, None if reset else float(value))
                 value = quality_thresholds(ctx.dataset)[issue]["threshold"]
             ctx.panel.state.message = (f"{issue}: {'adaptive ' if reset else ''}threshold {float(value):.4g}, "
                                        f"{count} flagged.")
+            if not from_slider:  # a click or a reset moves the slider; the slider's own value is never set back,
+                ctx.panel.state.set(threshold_path(issue), _number(value))  # or the slider sends its older one again
         except CurateLoopError as exc:
             ctx.panel.state.message = f"{type(exc).__name__}: {exc}"
         # no App reload here: the slider sends several events, and a reload (which re-reads the dataset in another
@@ -243,7 +258,6 @@ class DataQualityPanel(foo.Panel):
             return
         state.histogram = histogram_traces(finite, row["threshold"], row["direction"])
         state.range = [float(finite.min()), float(finite.max())]
-        state.threshold = row["threshold"]
 
     # -- layout ---------------------------------------------------------------------------------------------------
     def render(self, ctx):
@@ -278,7 +292,7 @@ class DataQualityPanel(foo.Panel):
                        config={"displayModeBar": False, "scrollZoom": False}, on_click=self.click_histogram,
                        height="280px", width="100%")
             low, high = state.range
-            panel.float("threshold", min=low, max=high, default=row["threshold"], label="Threshold",
+            panel.float(threshold_path(issue), min=low, max=high, default=row["threshold"], label="Threshold",
                         view=types.SliderView(variant="withInputs", label="Threshold",
                                               view_multiple_of=(high - low) / 200 or None),
                         on_change=self.set_threshold)

@@ -316,6 +316,37 @@ def test_the_panel_moves_a_threshold_and_excludes_what_it_flags(planted):
     assert state["issue"] == "blurry" and sum(state["histogram"][1]["y"]) >= len(ids["blurry"])
 
 
+def test_the_sliders_echo_of_its_threshold_changes_nothing_and_a_click_moves_the_slider(planted):
+    """The App's slider sends the value it was given when it mounts (rounded as the panel shows it): that keeps the
+    adaptive threshold adaptive. A click on a bar sets that issue's slider; a slider's own value is never set back
+    (the App's slider then sent its older value again, and the two values took turns)."""
+    from curate_loop.runs.quality import metric_values, quality_thresholds, quality_run
+
+    from curate_loop.plugin.quality import threshold_path
+
+    dataset, _ = planted
+    panel(dataset, "reset_threshold", panel(dataset, "on_load", {}))
+    record = quality_run(dataset)
+    state = panel(dataset, "on_load", {})
+    shown = {r["issue"]: r for r in state["overview"]["issues"]}["dark"]["threshold"]
+    panel(dataset, "set_threshold", state, value=shown)
+    assert not quality_thresholds(dataset)["dark"].get("user") and state.get("message") is None
+    assert quality_run(dataset) == record
+
+    values = np.sort(metric_values(dataset, quality_thresholds(dataset)["dark"]["metric"]))
+    clicked = float(values[np.isfinite(values)][-3])
+    panel(dataset, "click_histogram", state, x=clicked)
+    assert state[threshold_path("dark")] == pytest.approx(clicked)
+    assert quality_thresholds(dataset)["dark"]["threshold"] == pytest.approx(clicked)
+    typed = float(values[np.isfinite(values)][-2])
+    state.pop(threshold_path("dark"))
+    panel(dataset, "set_threshold", state, value=typed)
+    assert threshold_path("dark") not in state and quality_thresholds(dataset)["dark"]["threshold"] == typed
+    panel(dataset, "reset_threshold", state)
+    assert not quality_thresholds(dataset)["dark"].get("user")
+    assert state[threshold_path("dark")] == pytest.approx(quality_thresholds(dataset)["dark"]["threshold"], abs=1e-6)
+
+
 def test_the_panel_says_what_to_run_before_any_quality_run(example_dataset):
     dataset = clone(example_dataset, "quality-none")
     try:
