@@ -5,16 +5,18 @@
 - ray 2 actors: two CPU actors of half the cores each (threads per actor x actors = the in-process threads).
 
 All on one local Ray cluster with this machine's cores, started once (its start is reported, not charged to a
-run); each Ray run still pays for its own actor pool (worker processes, one model load per actor). The JPEGs
-are ~1 MP photo-like crops of scikit-image's photos (``bench_embed_throughput``'s cached set). The model is
-open_clip ViT-S-32 with random (seeded) weights at batch size 32: ViT-B-32 runs ~15 images/s on 2 cores, too
-slow for 3 x 2,000 images within the bench's 10 minutes; the pipeline, not the model, is what is compared.
+run). The JPEGs are ~1 MP photo-like crops of scikit-image's photos (``bench_embed_throughput``'s cached set). The
+model is open_clip ViT-S-32 with random (seeded) weights at batch size 32: ViT-B-32 runs ~15 images/s on 2 cores,
+too slow for all runs within the bench's 10 minutes; the pipeline, not the model, is what is compared.
 
-Shared machines drift, so the methods are interleaved over ``ROUNDS`` rounds, each round on its own slice of the
-images (every method embeds every image once); rates are compared by their medians, every run is printed.
-Overhead = local median / Ray median - 1, of whole runs (what a user waits for; ``pass`` is judged on it); each run
-also gives its start-up (seconds to the first batch of vectors: for Ray, the actor pool starting and loading the
-model) and its steady rate after that, with ``steady_overhead`` the same ratio of steady rates. Vectors: max abs difference to the in-process ones over all images.
+Each Ray method gets a block: its first call starts its actor pool (worker processes, imports, one model load per
+actor) and is timed on its own as the **cold** run; then ``ROUNDS`` rounds alternate the in-process path and the
+now **warm** pool (a process holding its Ray connection keeps the pool between calls), each round on its own slice
+of the images (every method embeds every image once per block). Shared machines drift, so the block's own
+in-process runs are the anchor; medians are compared and every run printed. Overhead = local median / Ray median
+- 1, of whole runs (what a user waits for; ``pass`` is judged on the warm runs, the cold run's overhead is printed
+beside them); each run also gives its start-up (seconds to the first batch of vectors) and its steady rate after
+that, with ``steady_overhead`` the same ratio of steady rates. Vectors: max abs difference to the in-process ones.
 With CUDA, GPU actors too (ViT-B-32, batch 256, one actor per GPU) against clip-retrieval's 2,500 images/s on one
 A100. ``CURATE_LOOP_BENCH_RAY_N`` runs on fewer images for a quick check (default 2,000).
 """
@@ -94,35 +96,53 @@ def compare(methods: dict[str, dict], paths: list[str], loaded, spec, rounds: in
     return {name: (*runs[name], np.concatenate(vectors[name])) for name in methods}
 
 
+def cold_run(method: dict, paths: list[str], loaded, spec, rounds: int) -> tuple[float, float]:
+    """The first call of a Ray method: its pool starts (the images of the first round's slice); (images/s,
+    start-up s)."""
+    part = list(range(0, len(paths), rounds))
+    with tempfile.TemporaryDirectory(prefix="curate-loop-bench-ray-cold-") as folder:
+        rate, startup, *_ = _embed(method, [str(k) for k in part], [paths[k] for k in part], folder, loaded, spec)
+    print(f"cold: {rate:.2f} img/s (start-up {startup:.1f} s)", flush=True)
+    return rate, startup
+
+
 def cpu_figures(paths: list[str]) -> dict:
     import torch
 
     from curate_loop.embeddings.models import ModelSpec, load_model
-    from curate_loop.embeddings.ray_backend import ray_cluster
+    from curate_loop.embeddings.ray_backend import close_pools, ray_cluster
 
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)
     spec = ModelSpec(MODEL, None)
     loaded = load_model(spec, device="cpu")
-    methods = {"local": {"actors": None, "threads": threads, "batch_size": BATCH_SIZE, "gpu": False},
-               "ray_1_actor": {"actors": 1, "threads": threads, "batch_size": BATCH_SIZE, "gpu": False}}
+    local = {"actors": None, "threads": threads, "batch_size": BATCH_SIZE, "gpu": False}
+    ray_methods = {"ray_1_actor": {"actors": 1, "threads": threads, "batch_size": BATCH_SIZE, "gpu": False}}
     if threads >= 2:
-        methods["ray_2_actors"] = {"actors": 2, "threads": threads // 2, "batch_size": BATCH_SIZE, "gpu": False}
+        ray_methods["ray_2_actors"] = {"actors": 2, "threads": threads // 2, "batch_size": BATCH_SIZE, "gpu": False}
     started = time.perf_counter()
+    out = {"local": {"torch_threads": threads}}
+    local_runs = ([], [], [])
     with ray_cluster(num_cpus=threads):
-        cluster_start_s = time.perf_counter() - started
-        results = compare(methods, paths, loaded, spec, ROUNDS)
-    local_rates, local_startups, local_steady, local_vectors = results.pop("local")
-    local_median, local_steady_median = float(np.median(local_rates)), float(np.median(local_steady))
-    out = {"local": {**spread(local_rates), "torch_threads": threads, "startup_s": spread(local_startups),
-                     "steady": spread(local_steady)},
-           "ray_cluster_start_s": round(cluster_start_s, 1)}
-    for name, (rates, startups, steady, vecs) in results.items():
-        out[name] = {**spread(rates), "actors": methods[name]["actors"], "threads_per_actor": methods[name]["threads"],
-                     "overhead": round(local_median / float(np.median(rates)) - 1, 3),
-                     "startup_s": spread(startups), "steady": spread(steady),
-                     "steady_overhead": round(local_steady_median / float(np.median(steady)) - 1, 3),
-                     "max_abs_diff": float(np.abs(vecs - local_vectors).max())}
+        out["ray_cluster_start_s"] = round(time.perf_counter() - started, 1)
+        for name, method in ray_methods.items():
+            cold_rate, cold_startup = cold_run(method, paths, loaded, spec, ROUNDS)
+            results = compare({"local": local, name: method}, paths, loaded, spec, ROUNDS)
+            close_pools()  # the next block's pool needs the CPUs
+            l_rates, l_startups, l_steady, l_vectors = results["local"]
+            rates, startups, steady, vecs = results[name]
+            for series, values in zip(local_runs, (l_rates, l_startups, l_steady)):
+                series.extend(values)
+            l_median, l_steady_median = float(np.median(l_rates)), float(np.median(l_steady))
+            out[name] = {**spread(rates), "actors": method["actors"], "threads_per_actor": method["threads"],
+                         "local_median": round(l_median, 2),
+                         "overhead": round(l_median / float(np.median(rates)) - 1, 3),
+                         "startup_s": spread(startups), "steady": spread(steady),
+                         "steady_overhead": round(l_steady_median / float(np.median(steady)) - 1, 3),
+                         "cold": {"images_per_s": round(cold_rate, 2), "startup_s": round(cold_startup, 1),
+                                  "overhead": round(l_median / cold_rate - 1, 3)},
+                         "max_abs_diff": float(np.abs(vecs - l_vectors).max())}
+    out["local"].update({**spread(local_runs[0]), "startup_s": spread(local_runs[1]), "steady": spread(local_runs[2])})
     return out
 
 
@@ -141,10 +161,12 @@ def gpu_figures(paths: list[str]) -> dict | None:
     methods = {"local_gpu": {"actors": None, "threads": None, "batch_size": GPU_BATCH_SIZE, "gpu": True},
                "ray_gpu_actors": {"actors": gpus, "threads": None, "batch_size": GPU_BATCH_SIZE, "gpu": True}}
     with ray_cluster():
+        cold_rate, cold_startup = cold_run(methods["ray_gpu_actors"], paths, loaded, spec, 4)  # starts the pool
         results = compare(methods, paths, loaded, spec, 1)
     (local_rates, *_, local_vectors), (ray_rates, *_, ray_vectors) = results["local_gpu"], results["ray_gpu_actors"]
     return {"device": torch.cuda.get_device_name(0), "gpus": gpus, "model": f"{GPU_MODEL} (random weights, fp16)",
             "batch_size": GPU_BATCH_SIZE, "local_gpu": spread(local_rates), "ray_gpu_actors": spread(ray_rates),
+            "ray_gpu_cold": {"images_per_s": round(cold_rate, 2), "startup_s": round(cold_startup, 1)},
             "max_abs_diff": float(np.abs(ray_vectors - local_vectors).max()),
             "anchor_clip_retrieval_a100": GPU_ANCHOR_IMAGES_PER_S,
             "ray_vs_anchor": round(float(np.median(ray_rates)) / GPU_ANCHOR_IMAGES_PER_S, 3)}
@@ -167,6 +189,7 @@ def main() -> dict:
         "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # other jobs skew timings
         **cpu,
         "target": {"overhead": TARGET_OVERHEAD, "max_abs_diff": TARGET_MAX_ABS_DIFF},
+        # judged on the warm pool (the cold run, one pool start per connection, is printed beside it)
         "pass": all(r["overhead"] <= TARGET_OVERHEAD and r["max_abs_diff"] <= TARGET_MAX_ABS_DIFF for r in ray_runs),
         "gpu": gpu_figures(paths),
     }

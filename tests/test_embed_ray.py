@@ -5,6 +5,7 @@ the manifest and the errors a user meets (Ray missing, a cluster address with no
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -98,7 +99,46 @@ def test_quality_measured_on_ray_matches_the_in_process_decode(dataset, ray_addr
         assert on_ray.quality[sample_id][0] == pytest.approx(metrics)
 
 
+def test_a_warm_pool_serves_the_next_call_and_stops_when_idle(dataset, ray_address, tmp_path, monkeypatch):
+    import ray
+
+    from curate_loop.embeddings import ray_backend
+    from curate_loop.embeddings.models import ModelSpec
+
+    ids, paths = dataset.limit(12).values(["id", "filepath"])
+    first = ray_backend.embed_images_ray(ids[:6], paths[:6], ModelSpec(MODEL), ray_backend.EmbeddingStore(
+        tmp_path / "a").open({}), num_actors=1, batch_size=4)
+    [(key, pool)] = [(k, p) for k, p in ray_backend._POOLS.items() if k[1:] == ((ModelSpec(MODEL),), "cpu", 2, False, 1, False)]
+    pids = ray.get([actor.__ray_call__.remote(lambda self: os.getpid()) for actor in pool.actors])
+    monkeypatch.setenv(ray_backend.POOL_IDLE_ENV, "1")
+    second = ray_backend.embed_images_ray(ids[6:], paths[6:], ModelSpec(MODEL), ray_backend.EmbeddingStore(
+        tmp_path / "b").open({}), num_actors=1, batch_size=4)
+    assert (first.computed, second.computed) == (6, 6)
+    assert ray_backend._POOLS[key] is pool  # the same actors: no second start
+    assert ray.get([actor.__ray_call__.remote(lambda self: os.getpid()) for actor in pool.actors]) == pids
+    deadline = time.monotonic() + 30
+    while key in ray_backend._POOLS and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert key not in ray_backend._POOLS  # idle past CURATE_LOOP_RAY_POOL_IDLE_S: stopped, its CPUs free again
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(pool.actors[0].__ray_call__.remote(lambda self: 1), timeout=60)
+
+
+def test_weights_an_actor_cannot_load_are_a_clear_error_and_leave_no_pool(dataset, ray_address, tmp_path):
+    from curate_loop.embeddings import ray_backend
+    from curate_loop.embeddings.models import ModelSpec
+
+    ids, paths = dataset.limit(4).values(["id", "filepath"])
+    with pytest.raises(InvalidInputError, match="neither a local checkpoint file nor a tag of ViT-S-32"):
+        ray_backend.embed_images_ray(ids, paths, ModelSpec(MODEL, "no-such-tag"),
+                                     ray_backend.EmbeddingStore(tmp_path / "s").open({}), num_actors=1)
+    assert not [k for k in ray_backend._POOLS if k[1] == (ModelSpec(MODEL, "no-such-tag"),)]
+
+
 def test_the_cli_embeds_on_a_running_cluster_by_its_address(dataset, ray_address, tmp_path):
+    from curate_loop.embeddings.ray_backend import close_pools
+
+    close_pools()  # this process's warm pools hold the cluster's 2 CPUs that the CLI's actors need
     log = tmp_path / "cli.log"
     with open(log, "w") as out:
         code = subprocess.call([sys.executable, "-m", "curate_loop.cli", "embed", "compute", dataset.name, "--key",

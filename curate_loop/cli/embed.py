@@ -40,7 +40,7 @@ def similarity_options(command):
 @click.option("--quality", is_flag=True, help="Also measure data quality (dark, blurry, duplicates...) in the same "
               "decode: `curate-loop quality list` then shows the issues.")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="Where decoding and the model run: this process, or a Ray Data actor pool "
+              help="Where decoding and the model run: this process, or a Ray actor pool "
                    "(pip install 'curate-loop[ray]'; images only).")
 @click.option("--ray-address", help="backend ray: a running cluster (HOST:PORT, ray://HOST:10001, auto); "
               "default: a local cluster for this run.")

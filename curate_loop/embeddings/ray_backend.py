@@ -1,17 +1,26 @@
-"""Embed images on a Ray cluster: decoding and the model run in a Ray Data actor pool, the driver writes the store.
+"""Embed images on a Ray cluster: decoding and the model run in a pool of Ray actors, the driver writes the store.
 
-Why Ray: past one machine, the model and decoding must move to many (GPU) machines. Ray Data streams the
-``(position, path)`` rows through ``map_batches`` with a fixed pool of actors (one GPU each where the cluster has
-GPUs, else ``cpus_per_actor`` CPU threads each); every actor loads the model ONCE and decodes with the very code
-of the in-process path (:class:`curate_loop.embeddings.images.ImageFiles`, :func:`model_encoder`), so the vectors
-are the same (open_clip's random init is seeded in :func:`load_model`; a fitted classical model is shipped as it
-is). The driver is the only writer: it hands the actors' raw vectors to
-:func:`curate_loop.embeddings.loop.run_embedding_loop`, which normalises, flushes every ``flush_every``, records
-failures and reports progress exactly as in-process, so resuming, failures and the run record do not change.
+Why Ray: past one machine, the model and decoding must move to many (GPU) machines. The driver streams batches of
+``(position, path)`` rows to a fixed pool of actors (one GPU each where the cluster has GPUs, else
+``cpus_per_actor`` CPU threads each; two batches in flight per actor, so none waits for the driver); every actor
+loads the model ONCE and decodes with the very code of the in-process path
+(:class:`curate_loop.embeddings.images.ImageFiles`, :func:`model_encoder`), so the vectors are the same
+(open_clip's random init is seeded in :func:`load_model`; a fitted classical model is shipped as it is). The driver
+is the only writer: it hands the actors' raw vectors to :func:`curate_loop.embeddings.loop.run_embedding_loop`,
+which normalises, flushes every ``flush_every``, records failures and reports progress exactly as in-process, so
+resuming, failures and the run record do not change.
+
+The pool stays up while the connection does (a warm pool): starting an actor costs a worker process, importing
+torch and open_clip and building the model (15-20 s on 2 cores, measured in BENCH ``embed_ray``), so a process that
+holds a connection (``with ray_cluster(address): ...``, or its own ``ray.init``) pays it once, and later calls with
+the same model, threads and device start at once. Why not Ray Data's ``map_batches`` with an ``ActorPoolStrategy``
+(the first version): each of its executions starts a new pool, and on 2,000 images that start was most of Ray's
+94% overhead. A pool that does not fit next to the others is made room for by stopping the others (:func:`close_pools`
+stops them all); a pool whose call failed is stopped, so the next call starts afresh.
 
 ``address=None`` starts a local cluster for the call (this machine's cores and GPUs; no dashboard) and stops it
-after; an address (``HOST:PORT``, ``ray://HOST:10001``, ``auto``) connects to a running cluster and leaves it
-running. Inside a process that already called ``ray.init``, that connection is used. The nodes need
+after; an address (``HOST:PORT``, ``ray://HOST:10001``, ``auto``) connects to a running cluster for the call.
+Inside a process that already called ``ray.init``, that connection is used and left open. The nodes need
 curate-loop installed (``pip install 'curate-loop[ray]'``) and must see the image files at the same paths.
 """
 
@@ -19,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,9 +45,13 @@ logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'curate-loop[ray]'"
 LOCAL_START_ATTEMPTS = 3
-MAX_BLOCKS = 1024  # input blocks: one batch each on small runs, so every actor gets work; bounded on large ones
+IN_FLIGHT_PER_ACTOR = 2  # batches queued per actor: the next one is there when it finishes the last
+# A warm pool is stopped after this long without a call: long enough for a loop's or a bench's next call, short
+# enough that a pool left behind does not keep other jobs off the cluster's CPUs for long.
+POOL_IDLE_S = 30.0
+POOL_IDLE_ENV = "CURATE_LOOP_RAY_POOL_IDLE_S"
 
-__all__ = ["RayEmbedReport", "embed_images_ray", "ray_cluster"]
+__all__ = ["RayEmbedReport", "close_pools", "embed_images_ray", "ray_cluster"]
 
 
 @dataclass
@@ -53,9 +66,8 @@ class RayEmbedReport(EmbedReport):
 def _import_ray():
     try:
         import ray
-        import ray.data  # noqa: F401  (the extra installs ray[data]; plain ray lacks it)
     except ImportError as exc:
-        raise SetupError(f"Embedding with backend ray needs Ray Data, which is not installed: {INSTALL_HINT} "
+        raise SetupError(f"Embedding with backend ray needs Ray, which is not installed: {INSTALL_HINT} "
                          f"(or use backend local). ({exc})") from exc
     return ray
 
@@ -85,6 +97,7 @@ def ray_cluster(address: str | None = None, *, num_cpus: int | None = None):
     try:
         yield ray
     finally:
+        close_pools()
         ray.shutdown()
 
 
@@ -131,17 +144,20 @@ class _Embedder:
         from curate_loop.embeddings.models import load_model
 
         torch.set_num_threads(threads)
-        if not isinstance(model, (ModelSpec, LoadedModel)):  # an ObjectRef of a shipped LoadedModel
-            import ray
-
-            model = ray.get(model)
-        self.loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device)
+        self.load_error = None
+        try:
+            self.loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device)
+        except CurateLoopError as exc:  # raised at the first batch, where the driver sees it as itself (bad weights)
+            self.load_error = exc
         self.model_encoder = model_encoder
         self.decoders = ThreadPoolExecutor(threads)  # PIL releases the GIL: as the in-process CPU path
         self.quality = quality
 
-    def __call__(self, batch: dict) -> dict:
+    def embed(self, batch: dict) -> dict:
         from curate_loop.embeddings.images import ImageFiles, collate
+
+        if self.load_error is not None:
+            raise self.load_error
 
         images = ImageFiles(batch["path"].tolist(), self.loaded.preprocess, executor=self.decoders, uint8=True,
                             quality=self.quality)
@@ -163,6 +179,126 @@ class _Embedder:
                 hashes[i] = content_hash
             out.update(metrics=metrics, hash=hashes.astype(str))
         return out
+
+
+# -- the warm pools: one per (connection, model, device, threads, quality, actors) ---------------------------------------
+@dataclass
+class _Pool:
+    actors: list
+    kept: bool  # False: a pool for one call (a shipped LoadedModel), stopped after it
+    busy: int = 0  # calls using it now (the App server runs operators in threads)
+    idle_timer: threading.Timer | None = None
+
+
+_POOLS: dict[tuple, _Pool] = {}
+_POOLS_LOCK = threading.Lock()  # the App server runs operators in threads
+
+
+def close_pools() -> None:
+    """Stop every warm actor pool of this process: each holds its CPUs (or GPU) and a model in memory."""
+    with _POOLS_LOCK:
+        while _POOLS:
+            _stop(_POOLS.popitem()[1])
+
+
+def _stop(pool: _Pool) -> None:
+    import ray
+
+    if pool.idle_timer is not None:
+        pool.idle_timer.cancel()
+
+    for actor in pool.actors:
+        try:
+            ray.kill(actor)
+        except Exception:  # its connection is closed already: the actor went with it
+            pass
+
+
+def _pool(ray, model, device: str, threads: int, quality: bool, actors: int, gpu: bool) -> tuple[tuple | None, _Pool]:
+    """The warm pool for these settings on this connection, or a new one (the other pools stopped first when it
+    would not fit beside them). A shipped LoadedModel gets a pool for the call only."""
+    job = ray.get_runtime_context().get_job_id()
+    key = (job, _weights(model), device, threads, quality, actors, gpu) if isinstance(model, ModelSpec) else None
+    with _POOLS_LOCK:
+        for old in [k for k in _POOLS if k[0] != job]:  # an earlier connection's: its actors went with it
+            del _POOLS[old]
+        if key in _POOLS:
+            pool = _POOLS[key]
+            pool.busy += 1
+            if pool.idle_timer is not None:
+                pool.idle_timer.cancel()
+            return key, pool
+        free = ray.available_resources()
+        if free.get("CPU", 0) < actors * threads or (gpu and free.get("GPU", 0) < actors):
+            while _POOLS:
+                _stop(_POOLS.popitem()[1])
+        remote = ray.remote(_Embedder).options(num_cpus=threads, num_gpus=1 if gpu else 0, max_restarts=0)
+        pool = _Pool([remote.remote(model, device, threads, quality) for _ in range(actors)], kept=key is not None,
+                     busy=1)
+        if key is not None:
+            _POOLS[key] = pool
+    return key, pool
+
+
+def _release(key: tuple | None, pool: _Pool) -> None:
+    """A call is done with ``pool``: kept for the next call, stopped after ``POOL_IDLE_S`` without one (its actors
+    hold cluster CPUs that other jobs may be waiting for); a pool for one call is stopped now."""
+    if not pool.kept:
+        _discard(key, pool)
+        return
+    with _POOLS_LOCK:
+        pool.busy -= 1
+        if pool.busy == 0:
+            pool.idle_timer = threading.Timer(float(os.environ.get(POOL_IDLE_ENV, POOL_IDLE_S)), _expire, (key, pool))
+            pool.idle_timer.daemon = True
+            pool.idle_timer.start()
+
+
+def _expire(key: tuple, pool: _Pool) -> None:
+    with _POOLS_LOCK:
+        if _POOLS.get(key) is not pool or pool.busy:
+            return  # stopped already, or in use again
+        del _POOLS[key]
+    _stop(pool)
+
+
+def _weights(spec: ModelSpec) -> tuple:
+    """What the actors' model is: its spec, and for a checkpoint file its size and time (a file trained again under
+    the same name gets new actors)."""
+    path = spec.pretrained
+    if path and os.path.isfile(path):
+        stat = os.stat(path)
+        return spec, stat.st_size, stat.st_mtime_ns
+    return (spec,)
+
+
+def _discard(key: tuple | None, pool: _Pool) -> None:
+    with _POOLS_LOCK:
+        if key is not None and _POOLS.get(key) is pool:
+            del _POOLS[key]
+    _stop(pool)
+
+
+def _pool_outputs(ray, pool: _Pool, paths: list[str], batch_size: int):
+    """The actors' outputs for ``paths`` in batches, as they finish; ``IN_FLIGHT_PER_ACTOR`` batches queued per actor
+    so that an actor never waits for the driver."""
+    starts = iter(range(0, len(paths), batch_size))
+    pending = {}
+
+    def submit(actor) -> None:
+        start = next(starts, None)
+        if start is not None:
+            stop = min(start + batch_size, len(paths))
+            batch = {"position": np.arange(start, stop), "path": np.asarray(paths[start:stop])}
+            pending[actor.embed.remote(batch)] = actor
+
+    for _ in range(IN_FLIGHT_PER_ACTOR):
+        for actor in pool.actors:
+            submit(actor)
+    while pending:
+        [ready], _ = ray.wait(list(pending), num_returns=1)
+        submit(pending.pop(ready))
+        yield ray.get(ready)
 
 
 def _pool_size(ray, num_actors: int | None, cpus_per_actor: int | None, use_gpu: bool | None):
@@ -213,35 +349,28 @@ def embed_images_ray(ids: list[str], filepaths: list[str], model_spec: ModelSpec
     with ray_cluster(address) as ray:
         actors, cpus, gpu = _pool_size(ray, num_actors, cpus_per_actor, use_gpu)
         report = RayEmbedReport(0, len(ids) - len(todo), {}, actors=actors, cpus_per_actor=cpus, gpu=gpu)
-        rows = ray.data.from_items([{"position": i, "path": filepaths[k]} for i, k in enumerate(todo)],
-                                   override_num_blocks=max(1, min(-(-len(todo) // batch_size), MAX_BLOCKS)))
-        model = ray.put(model_spec) if isinstance(model_spec, LoadedModel) else model_spec
-        with warnings.catch_warnings():  # max_restarts has no named parameter in Ray 2.60 (the pinned version)
-            warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
-            vectors = rows.map_batches(
-                _Embedder, batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
-                num_cpus=cpus, num_gpus=1 if gpu else 0, max_restarts=0,  # a lost actor fails the call; a rerun resumes
-                fn_constructor_kwargs=dict(model=model, device="cuda" if gpu else "cpu", threads=cpus,
-                                           quality=quality))
-        _quiet_ray_data(ray)
+        key, pool = _pool(ray, model_spec, "cuda" if gpu else "cpu", cpus, quality, actors, gpu)
+        outputs = _pool_outputs(ray, pool, [filepaths[k] for k in todo], batch_size)
         try:
-            done_report = run_embedding_loop(_driver_batches(vectors, quality), [ids[k] for k in todo],
+            done_report = run_embedding_loop(_driver_batches(outputs, quality), [ids[k] for k in todo],
                                              lambda v: v, store, total=len(todo), skipped=report.skipped,
                                              flush_every=flush_every, progress=progress)
-        except Exception as exc:
-            clear = _clear_error(exc)
+        except BaseException as exc:  # a lost actor, a bad file system, Ctrl-C: the next call starts a fresh pool
+            _discard(key, pool)
+            clear = _clear_error(exc) if isinstance(exc, Exception) else exc
             if clear is exc:
                 raise
             raise clear from exc
+        _release(key, pool)
     report.computed, report.failed, report.quality = done_report.computed, done_report.failed, done_report.quality
     return report
 
 
-def _driver_batches(dataset, quality: bool):
-    """The actors' rows as ``run_embedding_loop`` batches: (good positions, raw vectors, failures[, measured])."""
+def _driver_batches(outputs, quality: bool):
+    """The actors' outputs as ``run_embedding_loop`` batches: (good positions, raw vectors, failures[, measured])."""
     from curate_loop.quality.image_metrics import METRICS
 
-    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+    for batch in outputs:
         positions, errors = batch["position"].astype(np.int64), batch["error"].astype(str)
         ok = errors == ""
         good = positions[ok].tolist()
@@ -259,21 +388,16 @@ def _clear_error(exc: Exception) -> Exception:
     anything else (the store's disk is full, say) unchanged."""
     seen = exc
     while seen is not None:
-        if isinstance(seen, CurateLoopError):
-            return type(seen)(str(seen).splitlines()[-1] if "\n" in str(seen) else str(seen))
-        cause = getattr(seen, "cause", None)
-        seen = cause if isinstance(cause, BaseException) else (seen.__cause__ or seen.__context__)
+        cause = getattr(seen, "cause", None)  # a RayTaskError carries the actor's exception as it was raised
+        if isinstance(cause, BaseException):
+            seen = cause
+        elif isinstance(seen, CurateLoopError):
+            return seen
+        else:
+            seen = seen.__cause__ or seen.__context__
     if not type(exc).__module__.startswith("ray"):
         return exc
     first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
     return EmbeddingModelError(f"The Ray embedding pipeline failed: {first[:300]}. Check that every node has "
                                f"curate-loop installed ({INSTALL_HINT}) and sees the image files; backend local "
                                "runs without Ray.")
-
-
-def _quiet_ray_data(ray) -> None:
-    """No progress bars or execution banners from Ray Data: our own progress callback reports."""
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)

@@ -32,7 +32,7 @@ class Embeddings(_Strict):
     fallback: Literal["classical"] | None = Field(
         None, description="when the models' weights cannot be had (offline), embed with this model instead")
     backend: Literal["local", "ray"] = Field("local", description="where decoding and the model run: this process, "
-                                             "or a Ray Data actor pool (pip install 'curate-loop[ray]')")
+                                             "or a Ray actor pool (pip install 'curate-loop[ray]')")
     ray_address: str | None = Field(None, description="ray only: a running cluster (HOST:PORT, ray://HOST:10001, "
                                     "auto); null: a local cluster for each run")
     ray_actors: int | None = Field(None, ge=1, description="ray only: actors in the pool; null: one per GPU, else "

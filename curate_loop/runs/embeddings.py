@@ -208,7 +208,7 @@ def compute_embeddings(samples, key: str = "clip", models="ViT-B-32", *, patches
     ``flush_every`` vectors are written per chunk: the most work an interruption can lose.
     ``quality`` (images only): measure the data-quality metrics from the same decode and record them as
     :func:`curate_loop.runs.quality.compute_quality` would (which then skips these images).
-    ``backend="ray"`` (images only): decode and run the model in a Ray Data actor pool of ``ray_actors`` actors on
+    ``backend="ray"`` (images only): decode and run the model in a (warm) Ray actor pool of ``ray_actors`` actors on
     the cluster at ``ray_address`` (None: a local cluster for this call); see
     :mod:`curate_loop.embeddings.ray_backend`. Same store, vectors and run record.
     ``store_url``: where a new run's stores go (any fsspec URL; default ``$CURATE_LOOP_STORE_URL``, else the
