@@ -155,6 +155,28 @@ def test_set_sample_fields_writes_what_set_values_writes_in_one_pass(mixed):
         theirs.delete()
 
 
+def test_set_sample_fields_unsets_a_field_of_any_type_with_an_all_none_column(mixed):
+    """All None (a rerun that clears what an earlier one wrote) fits an existing int, bool or str field and leaves its
+    type; on a new field it declares a float one."""
+    import fiftyone as fo
+
+    from curate_loop.runs.bulk import set_sample_fields
+
+    dataset = mixed.clone("glue-bulk-none")
+    try:
+        ids = dataset.values("id")
+        set_sample_fields(dataset, ids, {"n_int": np.arange(N), "n_bool": np.ones(N, bool), "n_str": ["a"] * N})
+        set_sample_fields(dataset, ids[:5], {"n_int": [None] * 5, "n_bool": [None] * 5, "n_str": [None] * 5,
+                                             "n_new": [None] * 5})
+        for field, kind in (("n_int", fo.IntField), ("n_bool", fo.BooleanField), ("n_str", fo.StringField),
+                            ("n_new", fo.FloatField)):
+            assert type(dataset.get_field(field)) is kind
+        assert dataset.values("n_int") == [None] * 5 + list(range(5, N))
+        assert len(dataset.exists("n_str")) == N - 5 and not len(dataset.exists("n_new"))
+    finally:
+        dataset.delete()
+
+
 def test_set_sample_fields_refuses_bad_columns_before_writing(mixed):
     from curate_loop.runs.bulk import set_sample_fields
 
@@ -202,26 +224,28 @@ def test_edges_then_select_cluster_and_search_once_and_never_reuse_stale_results
                 return real(*args, **kwargs)
             return call
 
+        calls["digest"] = 0
         with mock.patch.object(structure, "cluster_embeddings", counting("clusters", real_cluster)), \
-                mock.patch.object(structure, "edge_neighborhoods", counting("neighborhoods", real_search)):
+                mock.patch.object(structure, "edge_neighborhoods", counting("neighborhoods", real_search)), \
+                mock.patch.object(structure, "inputs_digest", counting("digest", structure.inputs_digest)):
             edges = score_edge_cases(dataset, "sv", min_cluster_size=5)
-            assert calls == {"clusters": 1, "neighborhoods": 1}
+            assert calls == {"clusters": 1, "neighborhoods": 1, "digest": 1}
             batch = select_batch(dataset, "b_structure", 5, "sv", label_field="ground_truth", min_cluster_size=5,
                                  report=False)
-            assert calls == {"clusters": 1, "neighborhoods": 1}  # both reused
+            assert calls == {"clusters": 1, "neighborhoods": 1, "digest": 2}  # both reused; one digest per step
             ids, stored = load_embeddings(dataset, "sv")
             fresh = real_cluster(stored, min_cluster_size=5, seed=0)
-            loaded = structure.pool_clusters(dataset, "sv", ids, stored, min_cluster_size=5, seed=0)
+            loaded = structure.PoolStructure(dataset, "sv", ids, stored).clusters(min_cluster_size=5, seed=0)
             assert calls["clusters"] == 1
             np.testing.assert_array_equal(loaded.labels, fresh.labels)
             np.testing.assert_array_equal(loaded.kinds, fresh.kinds)
             assert batch.clusters == edges.clusters == fresh.n_clusters
             assert dataset.values(CLUSTER_FIELD) == fresh.labels.tolist()
 
-            structure.pool_clusters(dataset, "sv", ids, stored, min_cluster_size=6, seed=0)  # other parameters
+            structure.PoolStructure(dataset, "sv", ids, stored).clusters(min_cluster_size=6, seed=0)  # other parameters
             assert calls["clusters"] == 2
             other = stored[::-1].copy()  # the same ids, other vectors
-            found = structure.pool_neighborhoods(dataset, "sv", ids, other, seed=0)
+            found = structure.PoolStructure(dataset, "sv", ids, other).neighborhoods(seed=0)
             assert calls["neighborhoods"] == 2
             np.testing.assert_array_equal(found.scores, real_search(other, seed=0).scores)
     finally:

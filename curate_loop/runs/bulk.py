@@ -36,7 +36,9 @@ def set_sample_fields(samples, ids, columns: dict) -> int:
     values = {name: _plain_column(name, column, len(ids)) for name, column in columns.items()}
     declare = {}
     for name, (column, kind) in values.items():
-        wanted = getattr(fof, _FIELD_TYPES[kind])
+        wanted = getattr(fof, _FIELD_TYPES[kind or "f"])  # all None: a new field is a float one
+        if dataset.has_sample_field(name) and kind is None:
+            continue  # None unsets a field of any type
         if dataset.has_sample_field(name):
             field = dataset.get_field(name)
             if not isinstance(field, wanted) and not (kind in "iu" and isinstance(field, fof.FloatField)):
@@ -59,9 +61,9 @@ def set_sample_fields(samples, ids, columns: dict) -> int:
     return written
 
 
-def _plain_column(name: str, column, n: int) -> tuple[list, str]:
+def _plain_column(name: str, column, n: int) -> tuple[list, str | None]:
     """``column`` as a list of plain Python values (None kept, numpy scalars unwrapped) and its kind: "f", "i",
-    "b" or "U" (numpy's letters)."""
+    "b" or "U" (numpy's letters), None when every value is None."""
     if isinstance(column, np.ndarray):
         if column.ndim != 1 or column.dtype.kind not in _FIELD_TYPES:
             raise InvalidInputError(f"Field {name!r}: expected a 1-d array of numbers, strings or booleans, got "
@@ -69,10 +71,12 @@ def _plain_column(name: str, column, n: int) -> tuple[list, str]:
         as_list, kinds = column.tolist(), {column.dtype.kind}
     else:
         as_list = [v.item() if isinstance(v, np.generic) else v for v in column]
-        kinds = {_KIND_OF.get(type(v), "?") for v in as_list if v is not None} or {"f"}
+        kinds = {_KIND_OF.get(type(v), "?") for v in as_list if v is not None}
     if len(as_list) != n:
         raise InvalidInputError(f"Field {name!r}: {len(as_list)} values for {n} samples; give one value per sample "
                                 "(None to leave it unset).")
+    if not kinds:
+        return as_list, None  # all None: fits a field of any type
     if kinds == {"f", "i"}:
         kinds = {"f"}
     if len(kinds) != 1 or next(iter(kinds)) not in _FIELD_TYPES:

@@ -30,7 +30,7 @@ from curate_loop.curation.strategies import (DEFAULT_NEAR_DUP_THRESHOLD, REASON_
 from curate_loop.errors import InvalidInputError
 from curate_loop.runs.embeddings import Progress, embedding_config, load_embeddings, random_weights_notice
 from curate_loop.runs.pool import BATCH_FIELD, REASON_FIELD, class_of_each, pool_state, resolve_label_field
-from curate_loop.runs.pool_structure import pool_clusters, pool_neighborhoods
+from curate_loop.runs.pool_structure import PoolStructure
 
 METHOD = "curate_loop.batch"
 STRATEGIES = ("cluster_balanced", "typicality", "kcenter", "random")
@@ -135,7 +135,8 @@ def select_batch(samples, name: str, k: int, embeddings_key: str = "clip", *, st
     step(0.1, "reading predictions" if predictions_field else "no predictions")
     model = _model_inputs(samples, ids, state, strategy, predictions_field, classes, objectives.uncertainty_score)
     step(0.15, f"clustering {len(ids)} samples")
-    clusters = pool_clusters(dataset, embeddings_key, ids, vectors, min_cluster_size=min_cluster_size, seed=seed)
+    structure = PoolStructure(dataset, embeddings_key, ids, vectors)
+    clusters = structure.clusters(min_cluster_size=min_cluster_size, seed=seed)
     step(0.45, f"selecting {k} ({model.mode})")
     if model.mode == MODE_COMBINED:
         picks, reasons, skipped, model.mode = _pick_combined(vectors, k, clusters, state, model, objectives,
@@ -145,7 +146,7 @@ def select_batch(samples, name: str, k: int, embeddings_key: str = "clip", *, st
     contributions, class_histogram, uncertainty = _model_figures(vectors, state, picks, model, objectives)
 
     step(0.6, "edge cases and saturation")
-    neighborhoods = pool_neighborhoods(dataset, embeddings_key, ids, vectors, seed=seed)
+    neighborhoods = structure.neighborhoods(seed=seed)
     saturation = _saturation(neighborhoods, clusters, state.covered, picks)
     step(0.7, "coverage against random subsets")
     from curate_loop.curation.metrics import selection_metrics

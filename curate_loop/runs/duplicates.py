@@ -14,6 +14,7 @@ import numpy as np
 
 from curate_loop.curation.strategies import DEFAULT_NEAR_DUP_THRESHOLD
 from curate_loop.errors import InvalidInputError
+from curate_loop.runs.bulk import set_sample_fields
 from curate_loop.runs.embeddings import Progress, embedding_config, load_embeddings
 from curate_loop.runs.pool import DUP_KEEP_FIELD
 
@@ -72,8 +73,8 @@ def find_duplicates(samples, embeddings_key: str = "clip", *, threshold: float =
     keep_of = dict(group_of)
     group_of.update(zip(ids[grouped].tolist(), found.group[grouped].tolist()))
     keep_of.update(zip(ids[grouped].tolist(), found.keep[grouped].tolist()))
-    samples.set_values(DUP_GROUP_FIELD, group_of, key_field="id")
-    samples.set_values(DUP_KEEP_FIELD, keep_of, key_field="id")
+    set_sample_fields(samples, list(group_of), {DUP_GROUP_FIELD: list(group_of.values()),
+                                                DUP_KEEP_FIELD: [keep_of[i] for i in group_of]})
     dataset.save_view(DUPLICATES_VIEW, dataset.match(F(DUP_GROUP_FIELD).exists()).sort_by(DUP_GROUP_FIELD),
                       overwrite=True)
     summary = DuplicateSummary(

@@ -15,7 +15,7 @@ import numpy as np
 from curate_loop.errors import InvalidInputError
 from curate_loop.runs.bulk import set_sample_fields
 from curate_loop.runs.embeddings import Progress, embedding_config, load_embeddings
-from curate_loop.runs.pool_structure import pool_clusters, pool_neighborhoods
+from curate_loop.runs.pool_structure import PoolStructure
 
 METHOD = "curate_loop.edges"
 EDGE_FIELD = "edge_score"
@@ -60,9 +60,10 @@ def score_edge_cases(samples, embeddings_key: str = "clip", *, min_cluster_size:
         raise InvalidInputError(f"Edge scores need at least 3 items with {embeddings_key!r} vectors in this view, "
                                 f"found {len(ids)}; compute embeddings first.")
     step(0.2, f"clustering {len(ids)} items")
-    clusters = pool_clusters(dataset, embeddings_key, ids, vectors, min_cluster_size=min_cluster_size, seed=seed)
+    structure = PoolStructure(dataset, embeddings_key, ids, vectors)
+    clusters = structure.clusters(min_cluster_size=min_cluster_size, seed=seed)
     step(0.5, "scoring")
-    scores = np.round(pool_neighborhoods(dataset, embeddings_key, ids, vectors, seed=seed).scores, 6)
+    scores = np.round(structure.neighborhoods(seed=seed).scores, 6)
     kinds = (np.where(clusters.labels < 0, "noise", clusters.kinds[np.maximum(clusters.labels, 0)])
              if len(clusters.kinds) else np.full(len(ids), "noise"))  # no cluster at all: every item is noise
     step(0.8, "writing scores")

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from curate_loop.errors import InvalidInputError
+from curate_loop.runs.bulk import set_sample_fields
 from curate_loop.runs.embeddings import Progress, embedding_config, load_embeddings
 from curate_loop.runs.pool import BATCH_FIELD, REASON_FIELD, label_kind
 
@@ -211,8 +212,8 @@ def _write_sample_summary(samples, sample_ids: np.ndarray, score: np.ndarray, su
             best[sample_id] = max(best.get(sample_id, 0.0), round(s, 6))
         count[sample_id] = count.get(sample_id, 0) + int(flagged)
     all_ids = samples.values("id")
-    samples.set_values("mislabel_max", {i: best.get(i) for i in all_ids}, key_field="id")
-    samples.set_values("mislabel_suspects", {i: count.get(i, 0) for i in all_ids}, key_field="id")
+    set_sample_fields(samples, all_ids, {"mislabel_max": [best.get(i) for i in all_ids],
+                                         "mislabel_suspects": [count.get(i, 0) for i in all_ids]})
 
 
 def _save_suspects_view(dataset, label_field: str, kind: str) -> None:
@@ -298,8 +299,8 @@ def send_for_reannotation(samples, label_field: str, label_ids, batch_name: str 
     dataset = samples._dataset
     _close(dataset, label_field, kind, labels.ids.tolist(), TAG_REANNOTATE)
     sample_ids = sorted(set(labels.sample_ids.tolist()))
-    dataset.set_values(BATCH_FIELD, {i: batch_name for i in sample_ids}, key_field="id")
-    dataset.set_values(REASON_FIELD, {i: "reannotate-mislabel" for i in sample_ids}, key_field="id")
+    set_sample_fields(dataset, sample_ids, {BATCH_FIELD: [batch_name] * len(sample_ids),
+                                            REASON_FIELD: ["reannotate-mislabel"] * len(sample_ids)})
     dataset.save_view(batch_name, dataset.match(F(BATCH_FIELD) == batch_name), overwrite=True)
     return len(dataset.match(F(BATCH_FIELD) == batch_name))
 
