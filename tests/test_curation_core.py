@@ -141,6 +141,38 @@ def test_near_duplicate_checks_computed_ahead_pick_what_the_lazy_check_picks(mon
     assert not np.isin(groups, labeled // 10).any()  # nor one of a labeled row's group
 
 
+def test_swap_ins_update_the_nearest_picks_and_pick_what_a_full_search_picks(monkeypatch):
+    """Between swap-ins one slot changes: the nearest picks are updated for it (only the points it served are
+    searched again) and equal a full search; the batch is the one full searches give. 25 small clusters beside 3
+    large ones and a budget of 30 (the partition spends most of it on the large ones: swap-ins reach the rest)."""
+    from curate_loop.curation.strategies import _RepresentationCost, _two_nearest
+    from curate_loop.vectors import normalize_rows
+
+    rng = np.random.default_rng(3)
+    unit = normalize_rows(rng.standard_normal((3000, 24)).astype(np.float32))
+    cost = _RepresentationCost(unit, np.arange(3000) < 20, np.ones(3000), seed=0)
+    picks = rng.choice(np.arange(20, 3000), 200, replace=False)
+    cost.nearest_picks(picks)
+    for _ in range(40):
+        picks = picks.copy()
+        picks[rng.integers(200)] = rng.choice(np.setdiff1d(np.arange(20, 3000), picks))
+        nearest, first, second = cost.nearest_picks(picks)
+    full = _two_nearest(cost.points, unit[picks])
+    np.testing.assert_array_equal(nearest, full[0])
+    np.testing.assert_allclose(first, full[1], atol=1e-3)
+    np.testing.assert_allclose(second, full[2], atol=1e-3)
+
+    x, _ = mixture(seed=4, sizes=(1500, 1500, 1000) + (25,) * 25)
+    clusters = cluster_embeddings(x, seed=0)
+    assert clusters.n_clusters == 28
+    incremental = select_cluster_balanced(x, 30, clusters=clusters, seed=0)
+    assert list(incremental.reasons).count(REASON_COVER) >= 3  # the swap-ins did run
+    monkeypatch.setattr(_RepresentationCost, "_after_one_swap",
+                        lambda self, last, picks, slot: _two_nearest(self.points, self.unit[picks]))
+    searched = select_cluster_balanced(x, 30, clusters=clusters, seed=0)
+    np.testing.assert_array_equal(incremental.indices, searched.indices)
+
+
 @pytest.mark.filterwarnings("ignore:Number of distinct clusters")
 def test_near_duplicates_of_labeled_samples_are_skipped():
     x, _ = mixture(sizes=(50, 50))

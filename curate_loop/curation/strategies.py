@@ -335,16 +335,50 @@ class _RepresentationCost:
         if labeled.any():
             self.to_labeled = _two_nearest(self.points, unit[labeled])[1]
         self.unit = unit
+        self._nearest = None  # (picks, nearest slot, first, second) of the last call
 
     def loss_of_each(self, picks: np.ndarray, newcomer: int) -> np.ndarray:
         """(len(picks),) increase of the cost if ``newcomer`` replaced each pick."""
-        nearest, first, second = _two_nearest(self.points, self.unit[picks])
+        nearest, first, second = self.nearest_picks(picks)
         to_new = np.sqrt(np.maximum(2 - 2 * self.points @ self.unit[newcomer], 0))
         # Losing pick p sends the samples it served to their next-nearest pick, a labeled sample or the newcomer,
         # whichever is nearest; a sample a labeled one serves better loses nothing.
         before = np.minimum(np.minimum(first, self.to_labeled), to_new)
         after = np.minimum(np.minimum(second, self.to_labeled), to_new)
         return np.bincount(nearest, weights=self.weights * (after - before), minlength=len(picks))
+
+    def nearest_picks(self, picks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per sampled point: its nearest pick (a slot), the distance to it and to the second nearest.
+
+        Swap-ins change one slot between calls: then only the points that had the old pick among their two nearest
+        are searched again, and the others compare with the new pick alone (a full search per swap-in, 10k points
+        x 10k picks, was most of a 300k pool's selection time in BENCH ``scale_end_to_end_1m``)."""
+        picks = np.asarray(picks, dtype=np.int64)
+        last = self._nearest
+        changed = np.flatnonzero(last[0] != picks) if last is not None and len(last[0]) == len(picks) else None
+        if changed is not None and len(changed) == 0:
+            return last[1:]
+        if changed is None or len(changed) > 1:
+            found = _two_nearest(self.points, self.unit[picks])
+        else:
+            found = self._after_one_swap(last, picks, int(changed[0]))
+        self._nearest = (picks.copy(), *found)
+        return found
+
+    def _after_one_swap(self, last: tuple, picks: np.ndarray, slot: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        old, nearest, first, second = last
+        nearest, first, second = nearest.copy(), first.copy(), second.copy()
+        to_old = np.sqrt(np.maximum(2 - 2 * self.points @ self.unit[old[slot]], 0))
+        to_new = np.sqrt(np.maximum(2 - 2 * self.points @ self.unit[picks[slot]], 0))
+        redo = (nearest == slot) | (to_old <= second + 1e-3)  # the old pick was one of the two nearest (float32
+        # rounding of sqrt(2 - 2 cos) near 0 is up to ~5e-4: searching a few points again costs little)
+        closer = ~redo & (to_new < first)
+        second[closer], first[closer], nearest[closer] = first[closer], to_new[closer], slot
+        between = ~redo & ~closer & (to_new < second)
+        second[between] = to_new[between]
+        if redo.any():
+            nearest[redo], first[redo], second[redo] = _two_nearest(self.points[redo], self.unit[picks])
+        return nearest, first, second
 
 
 # -- shared machinery ----------------------------------------------------------------------------------------------
