@@ -197,8 +197,14 @@ _POOLS_LOCK = threading.Lock()  # the App server runs operators in threads
 def close_pools() -> None:
     """Stop every warm actor pool of this process: each holds its CPUs (or GPU) and a model in memory."""
     with _POOLS_LOCK:
-        while _POOLS:
-            _stop(_POOLS.popitem()[1])
+        _stop_pools_locked(idle_only=False)
+
+
+def _stop_pools_locked(*, idle_only: bool) -> None:
+    """Stop the pools (``idle_only``: those no call is using; a busy one finishes its call and expires later).
+    The caller holds ``_POOLS_LOCK``."""
+    for key in [k for k, pool in _POOLS.items() if not (idle_only and pool.busy)]:
+        _stop(_POOLS.pop(key))
 
 
 def _stop(pool: _Pool) -> None:
@@ -215,8 +221,9 @@ def _stop(pool: _Pool) -> None:
 
 
 def _pool(ray, model, device: str, threads: int, quality: bool, actors: int, gpu: bool) -> tuple[tuple | None, _Pool]:
-    """The warm pool for these settings on this connection, or a new one (the other pools stopped first when it
-    would not fit beside them). A shipped LoadedModel gets a pool for the call only."""
+    """The warm pool for these settings on this connection, or a new one (the other idle pools stopped first when
+    it would not fit beside them; a pool another thread is using is left to finish, and Ray starts the new actors
+    when its CPUs come free). A shipped LoadedModel gets a pool for the call only."""
     job = ray.get_runtime_context().get_job_id()
     key = (job, _weights(model), device, threads, quality, actors, gpu) if isinstance(model, ModelSpec) else None
     with _POOLS_LOCK:
@@ -230,8 +237,7 @@ def _pool(ray, model, device: str, threads: int, quality: bool, actors: int, gpu
             return key, pool
         free = ray.available_resources()
         if free.get("CPU", 0) < actors * threads or (gpu and free.get("GPU", 0) < actors):
-            while _POOLS:
-                _stop(_POOLS.popitem()[1])
+            _stop_pools_locked(idle_only=True)
         remote = ray.remote(_Embedder).options(num_cpus=threads, num_gpus=1 if gpu else 0, max_restarts=0)
         pool = _Pool([remote.remote(model, device, threads, quality) for _ in range(actors)], kept=key is not None,
                      busy=1)

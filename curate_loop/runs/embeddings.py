@@ -109,7 +109,8 @@ def _join(base: Path | str, *parts: str) -> Path | str:
     return base.joinpath(*parts) if isinstance(base, Path) else "/".join([base, *parts])
 
 
-def _stores(dataset, key: str, n: int, store_url: str | None = None) -> list[EmbeddingStore]:
+def run_stores(dataset, key: str, n: int, store_url: str | None = None) -> list[EmbeddingStore]:
+    """The ``n`` stores (one per model part) of run ``key``; shared with the shard workers (``runs.shards``)."""
     where = run_dir(dataset, key, store_url)
     return [EmbeddingStore(_join(where, f"part-{i}")) for i in range(n)]
 
@@ -150,7 +151,9 @@ def item_ids(samples, patches_field: str | None = None) -> np.ndarray:
 
 
 # -- the run record --------------------------------------------------------------------------------
-def _register(dataset, key: str, config: dict, results: dict, store_url: str | None = None) -> None:
+def record_run(dataset, key: str, config: dict, results: dict, store_url: str | None = None) -> None:
+    """Register run ``key`` (or overwrite its record) with ``results``: the one way a run record is written here
+    and by the shard workers."""
     where = str(run_dir(dataset, key, store_url))  # kept in every record: other processes open the same stores
     run_config = dataset.init_run(method=METHOD, **config)
     dataset.register_run(key, run_config, overwrite=True, cleanup=False)
@@ -178,7 +181,9 @@ def _check_same_config(dataset, key: str, config: dict) -> None:
             )
 
 
-def _finish(dataset, key: str, config: dict, stores: list[EmbeddingStore], summary: EmbeddingRunSummary) -> None:
+def finish_run(dataset, key: str, config: dict, stores: list[EmbeddingStore], summary: EmbeddingRunSummary) -> None:
+    """Record run ``key`` as done, with what its stores hold and their failures (a single run or a run's last
+    shard)."""
     counts = [len(s.stored_ids()) for s in stores]
     failures = {}
     for store in stores:
@@ -186,7 +191,7 @@ def _finish(dataset, key: str, config: dict, stores: list[EmbeddingStore], summa
     summary.total_vectors = min(counts)
     for store in stores:
         store.mark_complete({"vectors": int(len(store.stored_ids()))})
-    _register(dataset, key, config, {
+    record_run(dataset, key, config, {
         "status": "complete", "vectors": summary.total_vectors, "dim": summary.dim, "failures": len(failures),
         "failure_examples": dict(list(failures.items())[:20]), "last_computed": summary.computed,
         "last_seconds": round(summary.seconds, 2),
@@ -239,19 +244,19 @@ def compute_embeddings(samples, key: str = "clip", models="ViT-B-32", *, patches
         filepaths, label_ids, boxes = _object_inputs(samples, patches_field)
     else:
         ids, filepaths = samples.values(["id", "filepath"])
-    stores = _stores(dataset, key, len(specs), store_url)
+    stores = run_stores(dataset, key, len(specs), store_url)
     if progress:
         progress(0.0, "loading model(s)")
     models_loaded = [load_model(spec, device=device) for spec in specs]  # bad names/weights fail before any record
     run_config = {**config, "backend": backend}  # where it ran; not the stores' config: either backend resumes
-    _register(dataset, key, run_config, {"status": "running"}, store_url)
+    record_run(dataset, key, run_config, {"status": "running"}, store_url)
     started = time.perf_counter()
     summary = EmbeddingRunSummary(key, level, computed=0, skipped=0, backend=backend)
     for m, (spec, store, loaded) in enumerate(zip(specs, stores, models_loaded)):
         store.open({"model": spec.name, "pretrained": spec.pretrained, **config, "models": None})
         store.mark_incomplete()
         if spec.is_classical:
-            _classical_basis(loaded, store, level, filepaths, boxes if level == "object" else None, margin,
+            classical_basis(loaded, store, level, filepaths, boxes if level == "object" else None, margin,
                              min_crop_px, progress)
 
         def step(done, total, m=m, spec=spec):
@@ -282,7 +287,7 @@ def compute_embeddings(samples, key: str = "clip", models="ViT-B-32", *, patches
         summary.failed.update(report.failed)
         summary.dim += loaded.dim
     summary.seconds = time.perf_counter() - started
-    _finish(dataset, key, run_config, stores, summary)
+    finish_run(dataset, key, run_config, stores, summary)
     logger.info("Embeddings %r: %d computed, %d already stored, %d failed in %.1f s", key, summary.computed,
                 summary.skipped, len(summary.failed), summary.seconds)
     return summary
@@ -298,7 +303,7 @@ def _record_quality(samples, measured: dict[str, tuple[dict, str]]) -> None:
     record_image_metrics(samples, ids, metrics, [measured[i][1] for i in ids])
 
 
-def _classical_basis(loaded, store: EmbeddingStore, level: str, filepaths, boxes, margin, min_crop_px,
+def classical_basis(loaded, store: EmbeddingStore, level: str, filepaths, boxes, margin, min_crop_px,
                      progress: Progress | None) -> None:
     """The classical model's PCA basis: the one saved with the store, else fitted on these items and saved."""
     from curate_loop.embeddings.classical import BASIS_FILE, fit_on_crops, fit_on_images
@@ -349,9 +354,9 @@ def import_embeddings(samples, key: str, source, *, patches_field: str | None = 
         vectors = _field_vectors(samples, source, patches_field, len(ids))
     elif kind == "array":
         vectors = checked_vectors(source, len(ids), f"The array for {key!r}")
-    store = _stores(dataset, key, 1, store_url)[0].open({"source": kind, "level": level,
+    store = run_stores(dataset, key, 1, store_url)[0].open({"source": kind, "level": level,
                                                           "patches_field": patches_field})
-    _register(dataset, key, config, {"status": "running"}, store_url)
+    record_run(dataset, key, config, {"status": "running"}, store_url)
     store.mark_incomplete()
     started = time.perf_counter()
     if kind.startswith("callable"):
@@ -367,7 +372,7 @@ def import_embeddings(samples, key: str, source, *, patches_field: str | None = 
         dim = int(vectors.shape[1])
     summary = EmbeddingRunSummary(key, level, report.computed, report.skipped, report.failed, dim=dim,
                                   seconds=time.perf_counter() - started)
-    _finish(dataset, key, config, [store], summary)
+    finish_run(dataset, key, config, [store], summary)
     return summary
 
 
@@ -401,7 +406,7 @@ def load_embeddings(samples, key: str, *, allow_incomplete: bool = False) -> tup
         raise InvalidInputError(f"Embeddings {key!r} did not finish (interrupted?). Run the same compute again to "
                                 "resume it; finished batches are not recomputed.")
     n_parts = len(config["models"]) if config.get("models") else 1
-    stores = _stores(dataset, key, n_parts)
+    stores = run_stores(dataset, key, n_parts)
     ids = item_ids(samples, config.get("patches_field"))
     have = np.ones(len(ids), dtype=bool)
     for store in stores:

@@ -142,14 +142,14 @@ def queue_sharded_embeddings(samples, key: str, models, n_shards: int, *, batch_
               "min_crop_px": None}
     runs._check_same_config(dataset, key, config)
     shards = plan_shards(samples, n_shards)
-    stores = runs._stores(dataset, key, len(specs), store_url)
+    stores = runs.run_stores(dataset, key, len(specs), store_url)
     dim = 0
     for spec, store in zip(specs, stores):
         loaded = load_model(spec, device=device)  # bad names or weights fail here, before anything is queued
         store.open({"model": spec.name, "pretrained": spec.pretrained, **config, "models": None})
         store.mark_incomplete()
         if spec.is_classical:  # one basis for every shard, fitted once here on the whole collection
-            runs._classical_basis(loaded, store, "image", samples.values("filepath"), None, None, None, None)
+            runs.classical_basis(loaded, store, "image", samples.values("filepath"), None, None, None, None)
         dim += loaded.dim
     run_id = ObjectId()
     _collection().create_index([("dataset_id", 1), ("key", 1), ("created_at", -1)])
@@ -163,7 +163,7 @@ def queue_sharded_embeddings(samples, key: str, models, n_shards: int, *, batch_
     ids_collection = _collection(IDS_COLLECTION)
     ids_collection.create_index([("run_id", 1), ("index", 1)])
     ids_collection.insert_many([{"run_id": run_id, "index": i, "ids": ids} for i, ids in enumerate(shards)])
-    runs._register(dataset, key, config, {"status": "running", "shard_run": str(run_id), "shards": len(shards)},
+    runs.record_run(dataset, key, config, {"status": "running", "shard_run": str(run_id), "shards": len(shards)},
                    store_url)  # the record keeps the store's place: every worker opens the same one
     for index in range(len(shards)):
         _queue_shard_op(dataset, run_id, index, len(shards))
@@ -231,7 +231,7 @@ def run_shard(dataset, run_id: str, index: int, *, op_id=None, progress=None) ->
                           {"$push": {"shards.$.attempts": {"op": str(op_id), **proc, "started_at": _now()}}})
     shard_ids = _shard_ids(run["_id"], index)
     specs = runs.parse_models([(m["name"], m["pretrained"]) for m in run["config"]["models"]])
-    stores = runs._stores(dataset, run["key"], len(specs))
+    stores = runs.run_stores(dataset, run["key"], len(specs))
     ids, filepaths = dataset.select(shard_ids).values(["id", "filepath"])  # deleted samples drop out
     computed = skipped = 0
     with _Heartbeat(op_id, run["heartbeat_s"]):
@@ -288,7 +288,7 @@ def finalise_if_done(dataset, run_id: str, *, claimant: str = "watcher") -> bool
         return False
     dataset.reload()  # other processes changed the dataset (and its run records) since this one loaded it
     config = claimed["config"]
-    stores = runs._stores(dataset, claimed["key"], len(config["models"]))
+    stores = runs.run_stores(dataset, claimed["key"], len(config["models"]))
     planned = np.unique(np.asarray(_shard_ids(claimed["_id"]), dtype=str))
     planned = planned[np.isin(planned, np.asarray(dataset.select(planned.tolist()).values("id"), dtype=str))]
     missing = 0
@@ -299,12 +299,12 @@ def finalise_if_done(dataset, run_id: str, *, claimant: str = "watcher") -> bool
     summary = runs.EmbeddingRunSummary(claimed["key"], "image", computed=claimed["computed"],
                                        skipped=claimed["skipped"], dim=claimed["dim"], seconds=seconds)
     if missing:  # never record a run complete that lost samples: say how many, keep it resumable
-        runs._register(dataset, claimed["key"], config, {"status": "running", "shard_run": run_id,
+        runs.record_run(dataset, claimed["key"], config, {"status": "running", "shard_run": run_id,
                                                          "missing": missing})
         logger.error("Sharded run %s: %d samples have neither a vector nor a failure; run the same compute again",
                      run_id, missing)
     else:
-        runs._finish(dataset, claimed["key"], config, stores, summary)
+        runs.finish_run(dataset, claimed["key"], config, stores, summary)
     collection.update_one({"_id": ObjectId(run_id)}, {"$set": {"finished_at": _now(), "missing": missing}})
     if not missing:
         _collection(IDS_COLLECTION).delete_many({"run_id": claimed["_id"]})  # the store has them now
