@@ -194,3 +194,27 @@ def test_candidates_near_a_labeled_row_are_skipped():
     got = select_combined(x, 3, objectives=Objectives(class_balance=0), uncertainty=u, labeled_idx=[0])
     assert 1 not in got.indices.tolist()
     assert got.near_duplicates_skipped >= 1
+
+
+def test_uncertain_candidates_are_compared_centred_so_a_common_offset_changes_nothing(pool):
+    # Raw cosine is not shift-invariant: an offset shared by every row (the cone CLIP embeddings or non-negative
+    # features sit in) moves today's diversity pick. The combined step compares the candidates centred on the mean.
+    x, y, u, clusters = pool
+    offset = np.full(x.shape[1], 20.0)
+    plain = select_combined(x, 12, objectives=Objectives(uncertainty=1.0), uncertainty=u, labeled_idx=[0, 60],
+                            clusters=clusters, seed=1)
+    shifted = select_combined(x + offset, 12, objectives=Objectives(uncertainty=1.0), uncertainty=u,
+                              labeled_idx=[0, 60], clusters=clusters, seed=1)
+    assert plain.mode == "combined" and plain.n_candidates < 300
+    np.testing.assert_array_equal(np.sort(shifted.indices), np.sort(plain.indices))
+    raw = [select_cluster_balanced(v, 12, labeled_idx=[0, 60], clusters=clusters, seed=1).indices
+           for v in (x, x + offset)]
+    assert set(raw[0]) != set(raw[1])
+
+
+def test_a_row_at_the_mean_falls_back_to_raw_cosine_instead_of_failing(pool):
+    x, _, u, clusters = pool
+    at_mean = x.copy()
+    at_mean[5] = np.delete(x, 5, axis=0).mean(axis=0)  # then the mean of all rows is row 5 itself
+    got = select_combined(at_mean, 10, objectives=Objectives(uncertainty=1.0), uncertainty=u, clusters=clusters)
+    assert len(got.indices) == 10 and len(set(got.indices.tolist())) == 10

@@ -101,6 +101,31 @@ def test_normalize_rows_blocks_give_the_whole_array_answer(monkeypatch):
         vectors.normalize_rows(x)
 
 
+def test_normalize_rows_centre_subtracts_the_mean_block_by_block(monkeypatch):
+    """centre=True: the rows minus their mean, then unit length (hand-computed); a row at the mean is a zero row;
+    NaN rows do not leak into the mean before they are refused; block edges change nothing."""
+    import curate_loop.vectors as vectors
+
+    x = np.array([[1.0, 0.0], [3.0, 0.0], [2.0, 2.0]])  # mean (2, 2/3)
+    expected = np.array([[-1.0, -2 / 3], [1.0, -2 / 3], [0.0, 4 / 3]])
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(vectors.normalize_rows(x, centre=True), expected, atol=1e-6)
+    shifted = x + 1000.0  # a common offset is gone after centring (raw cosine would call every row the same)
+    np.testing.assert_allclose(vectors.normalize_rows(shifted, centre=True), expected, atol=1e-4)
+    assert (vectors.normalize_rows(shifted) @ vectors.normalize_rows(shifted).T).min() > 0.999
+    at_mean = np.vstack([x, [[2.0, 2 / 3]]])  # the mean of the four rows is still (2, 2/3)
+    assert not vectors.normalize_rows(at_mean, centre=True)[3].any()
+    with pytest.raises(InvalidInputError, match=r"1 row\(s\) equal to the mean of all rows \(first at row 3\)"):
+        vectors.normalize_rows(at_mean, centre=True, zero_rows="raise")
+    big = np.random.default_rng(4).standard_normal((10, 5)) + 3.0
+    whole = vectors.normalize_rows(big, centre=True)
+    monkeypatch.setattr(vectors, "BLOCK_ROWS", 3)
+    np.testing.assert_allclose(vectors.normalize_rows(big, centre=True), whole, atol=1e-6)
+    big[4, 1] = np.nan
+    with pytest.raises(InvalidInputError, match=r"1 row\(s\) with NaN or inf \(first at row 4\)"):
+        vectors.normalize_rows(big, centre=True)
+
+
 def test_one_knn_graph_serves_edge_scores_and_cluster_density():
     """Edge scores' neighbours and cluster density are the kNN graph itself, not a second search."""
     from curate_loop.curation.clustering import mean_knn_sq_dist

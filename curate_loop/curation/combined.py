@@ -7,6 +7,16 @@ k-means into k clusters) gets one pick each, its most representative uncertain m
 clusters that nothing labeled reaches still ask for coverage, and near-duplicates of labeled rows are skipped.
 Class balance is a per-class cap on the batch from the model's predicted classes.
 
+Geometry: the diversity step among uncertain candidates compares the embeddings centred on the pool's mean
+(``normalize_rows(centre=True)``). Embeddings often share one dominant direction (CLIP's narrow cone, any
+non-negative features such as HOG), so that raw cosine says little about how uncertain candidates differ; centring
+removes it. Chosen on the design sets of ``bench/design_objectives.py`` (never digits): mean curve accuracy 0.8018
+centred against 0.7909 raw over the three sets (5 seeds); +.041 on the one with non-negative (HOG) features (+.035
+over 10 seeds), and within the seed noise (-.004 each) on the two that are centred already. Diversity alone (no
+model yet, or uncertainty off) keeps the raw cosine of today's loop: centring did not change it there (0.7759
+against 0.7744, noise). Near-duplicates of labeled rows among the candidates are judged in the same centred
+geometry (a tighter test inside a cone, where raw cosines of unrelated rows reach 0.9).
+
 Strengths (``Objectives``), each >= 0, 0 switching that objective off:
 
 - ``uncertainty`` / ``diversity`` = r sets the candidate count between the whole pool (r = 0: exactly the diversity
@@ -144,7 +154,8 @@ def select_combined(vectors, k: int, *, objectives: Objectives | None = None, un
         return _finish(picks, [REASON_UNCERTAIN] * len(picks), 0, unit, labeled, selectable, clusters, scores,
                        member, names, objectives, mode, int(candidates.sum()), relaxed)
 
-    picks, reasons, skipped, relaxed = _diverse_with_caps(unit, k, labeled, excluded, candidates, member, caps,
+    geometry = _centred(vectors, unit) if use_uncertainty else unit
+    picks, reasons, skipped, relaxed = _diverse_with_caps(geometry, k, labeled, excluded, candidates, member, caps,
                                                           diverse, whole_pool=not use_uncertainty)
     if use_uncertainty:
         reasons = [UNCERTAIN_PREFIX + r if candidates[p] else r for p, r in zip(picks, reasons)]
@@ -161,6 +172,13 @@ def _n_candidates(k: int, n_available: int, objectives: Objectives, *, n_labeled
         return k
     ratio = objectives.uncertainty / objectives.diversity * _trust(objectives, n_labeled, n_classes)
     return int(min(n_available, max(k, math.ceil(k * (n_available / k) ** (1.0 / (1.0 + ratio)) - 1e-6))))
+
+
+def _centred(vectors, unit: np.ndarray) -> np.ndarray:
+    """Unit rows of ``vectors`` centred on their mean (module docstring: why), or ``unit`` when a row sits exactly
+    at the mean (it would have no direction)."""
+    centred = normalize_rows(vectors, centre=True)
+    return centred if np.einsum("ij,ij->i", centred, centred).all() else unit
 
 
 def _trust(objectives: Objectives, n_labeled: int | None, n_classes: int | None) -> float:

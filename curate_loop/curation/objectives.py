@@ -41,6 +41,12 @@ class Objectives:
     at any budget, 0.072 at None, 0.012 at 5; labels to 95% against random's, 0.28x / 0.39x at None and
     0.26x / 0.50x at 5 (three seeds: noisy).
 
+    Rechecked on 2026-12-02 when the candidates came to be compared centred (``combined``'s module docstring), with
+    ``bench/design_objectives.py``, which rebuilds both sets and adds a third of rendered shapes with HOG features
+    (5 seeds): uncertainty 0.5 still scored best (0.8018; 0.25: 0.8000; 1: 0.7955); trust_labels_per_class 5 tied
+    with 8 and 12 over 10 seeds (0.7973, 0.7972, 0.7964) and beat 3 (0.7934, 5 seeds); class_balance 0.25 and 0
+    scored the same (0.8018, 0.8019), 1 lower (0.7993).
+
     uncertainty_score: which score of ``curate_loop.model.uncertainty`` the caller turns predictions into.
     class_target: "uniform" or {class name: share} (shares are normalised; classes not named get 0).
     """
