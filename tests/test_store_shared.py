@@ -367,7 +367,7 @@ def test_classical_embeddings_keep_their_basis_in_a_store_that_is_not_a_disk(exa
         runs.delete_embeddings(example_dataset, key)
     try:
         assert runs.compute_embeddings(example_dataset.limit(6), key, "classical").computed == 6
-        (store,) = runs._stores(example_dataset, key, 1)
+        (store,) = runs.run_stores(example_dataset, key, 1)
         assert store.url.startswith("memory://") and store.get_bytes(BASIS_FILE) is not None
         grown = runs.compute_embeddings(example_dataset.limit(8), key, "classical")
         assert (grown.computed, grown.skipped) == (2, 6)  # a refit would have said the basis was lost
