@@ -177,8 +177,10 @@ def _n_candidates(k: int, n_available: int, objectives: Objectives, *, n_labeled
 def _centred(vectors, unit: np.ndarray) -> np.ndarray:
     """Unit rows of ``vectors`` centred on their mean (module docstring: why), or ``unit`` when a row sits exactly
     at the mean (it would have no direction)."""
-    centred = normalize_rows(vectors, centre=True)
-    return centred if np.einsum("ij,ij->i", centred, centred).all() else unit
+    try:  # the vectors were validated already: the only refusal left is a row at the mean
+        return normalize_rows(vectors, centre=True, zero_rows="raise")
+    except InvalidInputError:
+        return unit
 
 
 def _trust(objectives: Objectives, n_labeled: int | None, n_classes: int | None) -> float:

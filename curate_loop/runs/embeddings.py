@@ -257,7 +257,7 @@ def compute_embeddings(samples, key: str = "clip", models="ViT-B-32", *, patches
         store.mark_incomplete()
         if spec.is_classical:
             classical_basis(loaded, store, level, filepaths, boxes if level == "object" else None, margin,
-                             min_crop_px, progress)
+                            min_crop_px, progress)
 
         def step(done, total, m=m, spec=spec):
             if progress:
@@ -304,7 +304,7 @@ def _record_quality(samples, measured: dict[str, tuple[dict, str]]) -> None:
 
 
 def classical_basis(loaded, store: EmbeddingStore, level: str, filepaths, boxes, margin, min_crop_px,
-                     progress: Progress | None) -> None:
+                    progress: Progress | None) -> None:
     """The classical model's PCA basis: the one saved with the store, else fitted on these items and saved."""
     from curate_loop.embeddings.classical import BASIS_FILE, fit_on_crops, fit_on_images
 
@@ -355,7 +355,7 @@ def import_embeddings(samples, key: str, source, *, patches_field: str | None = 
     elif kind == "array":
         vectors = checked_vectors(source, len(ids), f"The array for {key!r}")
     store = run_stores(dataset, key, 1, store_url)[0].open({"source": kind, "level": level,
-                                                          "patches_field": patches_field})
+                                                            "patches_field": patches_field})
     record_run(dataset, key, config, {"status": "running"}, store_url)
     store.mark_incomplete()
     started = time.perf_counter()

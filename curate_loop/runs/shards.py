@@ -164,7 +164,7 @@ def queue_sharded_embeddings(samples, key: str, models, n_shards: int, *, batch_
     ids_collection.create_index([("run_id", 1), ("index", 1)])
     ids_collection.insert_many([{"run_id": run_id, "index": i, "ids": ids} for i, ids in enumerate(shards)])
     runs.record_run(dataset, key, config, {"status": "running", "shard_run": str(run_id), "shards": len(shards)},
-                   store_url)  # the record keeps the store's place: every worker opens the same one
+                    store_url)  # the record keeps the store's place: every worker opens the same one
     for index in range(len(shards)):
         _queue_shard_op(dataset, run_id, index, len(shards))
     logger.info("Queued embeddings %r as %d shards (run %s)", key, len(shards), run_id)
@@ -300,7 +300,7 @@ def finalise_if_done(dataset, run_id: str, *, claimant: str = "watcher") -> bool
                                        skipped=claimed["skipped"], dim=claimed["dim"], seconds=seconds)
     if missing:  # never record a run complete that lost samples: say how many, keep it resumable
         runs.record_run(dataset, claimed["key"], config, {"status": "running", "shard_run": run_id,
-                                                         "missing": missing})
+                                                          "missing": missing})
         logger.error("Sharded run %s: %d samples have neither a vector nor a failure; run the same compute again",
                      run_id, missing)
     else:
