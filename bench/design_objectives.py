@@ -36,6 +36,15 @@ margin alone 0.7667):
 - with raw cosine: ``u=1`` 0.7834, ``u=2`` 0.7813; ``badge`` 0.7519, ``badge_candidates`` 0.7664 (both fell up to
   .11 below diversity alone at low budgets); ``whole_pool`` 0.7849 against 0.7881 (3 seeds);
 - ``diversity_centred`` (diversity alone, centred): 0.7759 against 0.7744: no change, so diversity keeps raw cosine.
+
+2026-12-03, 5 seeds, each against ``current`` (0.8018) in the same run; none kept:
+
+- ``weighted`` (Zhdanov's own step: the candidates' k-means weighted by their uncertainty): 0.7957;
+- ``min=2`` (diversity alone until the model has 2 labels per class): 0.7927 (shapes 0.6695 against 0.6941: even
+  the first model, on one label per class, helps there);
+- ``standardised`` (uncertain candidates compared after scaling each feature too, not only centring): 0.8007;
+- ``density=1``, ``density=0.5`` (Settles & Craven's information density: uncertainty x (median / own mean squared
+  distance to the 20 nearest rows) ** beta): 0.7790 and 0.7876, shapes falling .06 and .04 below diversity alone.
 """
 
 from __future__ import annotations
@@ -162,6 +171,52 @@ def _among_with_labeled(original, unit, k, avail, covered, diverse, whole_pool):
     return both[result.indices], [str(r) for r in result.reasons], skipped + result.near_duplicates_skipped
 
 
+def _among_weighted(original, holder, unit, k, avail, covered, diverse, whole_pool):
+    """Zhdanov's own step: the candidates' k-means weighted by their uncertainty (sample_weight), so the budget
+    partition's centres lean towards the most uncertain candidates."""
+    from sklearn.cluster import KMeans
+
+    from curate_loop.curation import combined, strategies
+
+    if whole_pool or holder.get("scores") is None:
+        return original(unit, k, avail, covered, diverse, whole_pool=whole_pool)
+    rows_of = {}
+    plain = strategies._budget_partition
+
+    def weighted(sub_unit, k_, n_labeled, seed):
+        rows = rows_of["rows"]
+        weights = holder["scores"][rows] + 1e-6
+        n_clusters = min(k_ + n_labeled, len(sub_unit))
+        if n_clusters >= len(sub_unit):
+            return np.arange(len(sub_unit))
+        labels = KMeans(n_clusters, n_init=10, random_state=seed).fit_predict(sub_unit, sample_weight=weights)
+        return np.unique(labels, return_inverse=True)[1].astype(np.int64)
+
+    original_select = strategies.select_cluster_balanced
+
+    def select(sub_unit, k_, **kw):
+        strategies._budget_partition = weighted
+        try:
+            return original_select(sub_unit, k_, **kw)
+        finally:
+            strategies._budget_partition = plain
+
+    rows = np.flatnonzero(avail)
+    threshold = diverse["near_dup_threshold"]
+    if threshold is not None and covered.any():
+        dup = strategies._two_nearest(unit[rows], unit[covered])[1] < np.sqrt(max(2 - 2 * threshold, 0.0))
+        if (~dup).sum() >= k:
+            rows = rows[~dup]
+    rows_of["rows"] = rows
+    mask = np.zeros(len(unit), dtype=bool)
+    mask[rows] = True
+    combined.select_cluster_balanced = select
+    try:
+        return original(unit, k, mask, covered, diverse, whole_pool=False)
+    finally:
+        combined.select_cluster_balanced = original_select
+
+
 def variant(name: str):
     """A context that switches the combined recipe to variant ``name`` for one run (patched in this process)."""
     from contextlib import contextmanager
@@ -175,6 +230,7 @@ def variant(name: str):
     def patched():
         original_among, original_select = combined._cluster_balanced_among, combined.select_combined
         original_centred = combined._centred
+        original_cbs = combined.select_cluster_balanced
         if name == "whole_pool":  # the budget partition over the whole pool, labeled rows counted
             combined._cluster_balanced_among = lambda *a, whole_pool: original_among(*a, whole_pool=True)
         elif name == "badge":  # BADGE alone, strengths ignored
@@ -198,6 +254,41 @@ def variant(name: str):
             strength = float(name[2:])
             combined.select_combined = lambda *a, objectives, **kw: original_select(
                 *a, objectives=Objectives(uncertainty=strength), **kw)
+        elif name == "weighted":  # Zhdanov's uncertainty-weighted k-means among the candidates
+            holder = {}
+
+            def select(*a, uncertainty=None, **kw):
+                holder["scores"] = None if uncertainty is None else np.asarray(uncertainty, dtype=np.float64)
+                return original_select(*a, uncertainty=uncertainty, **kw)
+            combined.select_combined = select
+            combined._cluster_balanced_among = partial(_among_weighted, original_among, holder)
+        elif name.startswith("min="):  # diversity alone while the model has fewer than min labels per class
+            least = float(name[4:])
+
+            def select(*a, uncertainty=None, predicted_classes=None, labeled_idx=None, **kw):
+                few = predicted_classes is not None and len(labeled_idx) < least * predicted_classes.shape[1]
+                return original_select(*a, uncertainty=None if few else uncertainty,
+                                       predicted_classes=None if few else predicted_classes,
+                                       labeled_idx=labeled_idx, **kw)
+            combined.select_combined = select
+        elif name == "standardised":  # uncertain candidates compared after centring and scaling each feature
+            def standardised(vectors, unit):
+                v = np.asarray(vectors, dtype=np.float64)
+                spread = v.std(axis=0)
+                return normalize_rows((v - v.mean(axis=0)) / np.where(spread > 0, spread, 1.0))
+            from curate_loop.vectors import normalize_rows
+            combined._centred = standardised
+        elif name.startswith("density="):  # Settles & Craven's information density: uncertainty x density ** beta
+            beta = float(name[8:])
+            from curate_loop.curation.clustering import mean_knn_sq_dist
+
+            def select(vectors, *a, uncertainty=None, **kw):
+                if uncertainty is not None:
+                    spread = mean_knn_sq_dist(combined._centred(vectors, None), 20)
+                    density = np.median(spread) / np.maximum(spread, 1e-12)
+                    uncertainty = np.asarray(uncertainty) * np.minimum(density, 10.0) ** beta
+                return original_select(vectors, *a, uncertainty=uncertainty, **kw)
+            combined.select_combined = select
         elif name == "with_labeled":  # the candidates' budget partition counts the labeled rows among them
             combined._cluster_balanced_among = partial(_among_with_labeled, original_among)
         elif name == "raw":  # the uncertain candidates compared by raw cosine, not centred (before 2026-12-02)
@@ -218,6 +309,7 @@ def variant(name: str):
         finally:
             combined._cluster_balanced_among, combined.select_combined = original_among, original_select
             combined._centred = original_centred
+            combined.select_cluster_balanced = original_cbs
 
     return patched()
 

@@ -34,6 +34,19 @@ def test_the_probe_maps_its_columns_onto_the_manifest_classes():
         fit_linear_probe(X, ["a", "a", "z", "z"], ["a", "b"])
 
 
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_the_probes_folded_prediction_is_sklearns_on_the_centred_scaled_rows(n_classes):
+    rng = np.random.default_rng(n_classes)
+    y = np.repeat(["a", "b", "c"][:n_classes], 20)
+    X = (rng.normal(size=(len(y), 4)) + 3.0 + np.array([{"a": 0, "b": 1.5, "c": 3}[c] for c in y])[:, None]) * 0.01
+    probe = fit_linear_probe(X, y, ["a", "b", "c"])
+    centred = (X.astype(np.float32) - probe.mean_) / probe.scale_  # what the estimator was fitted on
+    expected = probe.estimator_.predict_proba(centred)
+    got = probe.predict_proba(X)[:, :n_classes]
+    assert np.abs(got - expected).max() < 1e-5
+    assert 0.05 < expected.max(axis=1).min() and expected.min() < 0.5  # not saturated: the test can tell them apart
+
+
 def test_cv_accuracy_needs_enough_labels_and_uses_fewer_folds_for_rare_classes():
     rng = np.random.default_rng(0)
     y = np.array(["a"] * 12 + ["b"] * 12 + ["c"])  # one label of c: two folds
