@@ -40,10 +40,15 @@ def issue_tag(issue: str) -> str:
     return f"{TAG_PREFIX}{issue}"
 
 
-def threshold_path(issue: str) -> str:
-    """The panel state key of ``issue``'s slider: one per issue, so that a slider never carries the value of the
-    issue shown before it (the App would send that value back as a new threshold)."""
-    return f"threshold_{issue}"
+def threshold_path(issue: str, threshold: float | None) -> str:
+    """The panel state key of ``issue``'s slider, one per issue and threshold in force. Per issue: a slider never
+    carries the value of the issue shown before it. Per threshold: every move renders a fresh slider (its default the
+    new threshold), and an event from a slider rendered before the threshold last moved is told apart by its path.
+    The App sends a slider's value when the slider mounts, on a busy machine seconds later, after a newer value has
+    been applied: taken as a move, that late echo undid the newer one."""
+    shown = _number(threshold)  # as the overview holds it, so the render and the event handler agree
+    token = "none" if shown is None else repr(shown).replace(".", "p").replace("-", "m").replace("+", "")
+    return f"threshold_{issue}_{token}"
 
 
 def _same_threshold(value: float, threshold: float) -> bool:
@@ -160,7 +165,7 @@ class DataQualityPanel(foo.Panel):
         self._refresh(ctx)
 
     def set_threshold(self, ctx):
-        self._move_threshold(ctx, ctx.params.get("value"), from_slider=True)
+        self._move_threshold(ctx, ctx.params.get("value"), slider_path=ctx.params.get("path"))
 
     def reset_threshold(self, ctx):
         """Back to the threshold the data gives (the adaptive one)."""
@@ -197,7 +202,7 @@ class DataQualityPanel(foo.Panel):
         ctx.prompt(f"{PLUGIN}/compute_quality")
 
     # -- state ----------------------------------------------------------------------------------------------------
-    def _move_threshold(self, ctx, value, reset: bool = False, from_slider: bool = False):
+    def _move_threshold(self, ctx, value, reset: bool = False, slider_path: str | None = None):
         from curate_loop.errors import CurateLoopError
         from curate_loop.runs.quality import quality_thresholds, set_threshold
 
@@ -207,14 +212,14 @@ class DataQualityPanel(foo.Panel):
         try:
             with _QUALITY_RUN:
                 rule = quality_thresholds(ctx.dataset)[issue]
+                if slider_path is not None and slider_path != threshold_path(issue, rule["threshold"]):
+                    return  # a slider rendered for an older threshold (threshold_path: why)
                 if not reset and _same_threshold(float(value), rule["threshold"]):
                     return  # already flagged with this threshold (the slider's echo of the value it was given)
                 count = set_threshold(ctx.dataset, issue, None if reset else float(value))
                 value = quality_thresholds(ctx.dataset)[issue]["threshold"]
             ctx.panel.state.message = (f"{issue}: {'adaptive ' if reset else ''}threshold {float(value):.4g}, "
                                        f"{count} flagged.")
-            if not from_slider:  # a click or a reset moves the slider; the slider's own value is never set back,
-                ctx.panel.state.set(threshold_path(issue), _number(value))  # or the slider sends its older one again
         except CurateLoopError as exc:
             ctx.panel.state.message = f"{type(exc).__name__}: {exc}"
         # no App reload here: the slider sends several events, and a reload (which re-reads the dataset in another
@@ -292,9 +297,9 @@ class DataQualityPanel(foo.Panel):
                        config={"displayModeBar": False, "scrollZoom": False}, on_click=self.click_histogram,
                        height="280px", width="100%")
             low, high = state.range
-            panel.float(threshold_path(issue), min=low, max=high, default=row["threshold"], label="Threshold",
-                        view=types.SliderView(variant="withInputs", label="Threshold",
-                                              view_multiple_of=(high - low) / 200 or None),
+            panel.float(threshold_path(issue, row["threshold"]), min=low, max=high, default=row["threshold"],
+                        label="Threshold", view=types.SliderView(variant="withInputs", label="Threshold",
+                                                                 view_multiple_of=(high - low) / 200 or None),
                         on_change=self.set_threshold)
         side = {"low": "≤", "high": "≥"}.get(row["direction"], "")
         rule = f" ({row['metric']} {side} {row['threshold']:.4g})" if row["threshold"] is not None and side else ""

@@ -316,10 +316,10 @@ def test_the_panel_moves_a_threshold_and_excludes_what_it_flags(planted):
     assert state["issue"] == "blurry" and sum(state["histogram"][1]["y"]) >= len(ids["blurry"])
 
 
-def test_the_sliders_echo_of_its_threshold_changes_nothing_and_a_click_moves_the_slider(planted):
+def test_the_sliders_echoes_change_nothing_and_each_move_renders_a_fresh_slider(planted):
     """The App's slider sends the value it was given when it mounts (rounded as the panel shows it): that keeps the
-    adaptive threshold adaptive. A click on a bar sets that issue's slider; a slider's own value is never set back
-    (the App's slider then sent its older value again, and the two values took turns)."""
+    adaptive threshold adaptive. Every move (click, typed value, reset) keys the slider by the new threshold, so a
+    late echo of a slider rendered before the move (a busy App sends it seconds later) does not undo the move."""
     from curate_loop.runs.quality import metric_values, quality_thresholds, quality_run
 
     from curate_loop.plugin.quality import threshold_path
@@ -329,22 +329,27 @@ def test_the_sliders_echo_of_its_threshold_changes_nothing_and_a_click_moves_the
     record = quality_run(dataset)
     state = panel(dataset, "on_load", {})
     shown = {r["issue"]: r for r in state["overview"]["issues"]}["dark"]["threshold"]
-    panel(dataset, "set_threshold", state, value=shown)
+    first_slider = threshold_path("dark", shown)
+    panel(dataset, "set_threshold", state, value=shown, path=first_slider)
     assert not quality_thresholds(dataset)["dark"].get("user") and state.get("message") is None
     assert quality_run(dataset) == record
 
     values = np.sort(metric_values(dataset, quality_thresholds(dataset)["dark"]["metric"]))
     clicked = float(values[np.isfinite(values)][-3])
     panel(dataset, "click_histogram", state, x=clicked)
-    assert state[threshold_path("dark")] == pytest.approx(clicked)
     assert quality_thresholds(dataset)["dark"]["threshold"] == pytest.approx(clicked)
+    assert threshold_path("dark", clicked) != first_slider
+    panel(dataset, "set_threshold", state, value=shown, path=first_slider)  # the first slider's late echo
+    assert quality_thresholds(dataset)["dark"]["threshold"] == pytest.approx(clicked)
+
     typed = float(values[np.isfinite(values)][-2])
-    state.pop(threshold_path("dark"))
-    panel(dataset, "set_threshold", state, value=typed)
-    assert threshold_path("dark") not in state and quality_thresholds(dataset)["dark"]["threshold"] == typed
+    panel(dataset, "set_threshold", state, value=typed, path=threshold_path("dark", clicked))
+    assert quality_thresholds(dataset)["dark"]["threshold"] == typed
+    assert state["message"].startswith(f"dark: threshold {typed:.4g}")
     panel(dataset, "reset_threshold", state)
     assert not quality_thresholds(dataset)["dark"].get("user")
-    assert state[threshold_path("dark")] == pytest.approx(quality_thresholds(dataset)["dark"]["threshold"], abs=1e-6)
+    panel(dataset, "set_threshold", state, value=typed, path=threshold_path("dark", typed))  # before the reset
+    assert not quality_thresholds(dataset)["dark"].get("user")
 
 
 def test_the_panel_says_what_to_run_before_any_quality_run(example_dataset):
