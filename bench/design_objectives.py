@@ -44,7 +44,9 @@ margin alone 0.7667):
   the first model, on one label per class, helps there);
 - ``standardised`` (uncertain candidates compared after scaling each feature too, not only centring): 0.8007;
 - ``density=1``, ``density=0.5`` (Settles & Craven's information density: uncertainty x (median / own mean squared
-  distance to the 20 nearest rows) ** beta): 0.7790 and 0.7876, shapes falling .06 and .04 below diversity alone.
+  distance to the 20 nearest rows) ** beta): 0.7790 and 0.7876, shapes falling .06 and .04 below diversity alone;
+- ``with_labeled_wide=0.5``, ``=0.25`` (``with_labeled`` only while the candidates are at least that share of the
+  selectable pool, i.e. for a first model trusted little): 0.7960 and 0.7967.
 """
 
 from __future__ import annotations
@@ -289,6 +291,14 @@ def variant(name: str):
                     uncertainty = np.asarray(uncertainty) * np.minimum(density, 10.0) ** beta
                 return original_select(vectors, *a, uncertainty=uncertainty, **kw)
             combined.select_combined = select
+        elif name.startswith("with_labeled_wide="):  # with_labeled only while the candidates are a share of the pool
+            share = float(name.split("=")[1])
+
+            def among(unit, k, avail, covered, diverse, whole_pool):
+                wide = avail.sum() >= share * (len(unit) - covered.sum())
+                how = _among_with_labeled if wide else (lambda original, *a, **kw: original(*a, **kw))
+                return how(original_among, unit, k, avail, covered, diverse, whole_pool=whole_pool)
+            combined._cluster_balanced_among = among
         elif name == "with_labeled":  # the candidates' budget partition counts the labeled rows among them
             combined._cluster_balanced_among = partial(_among_with_labeled, original_among)
         elif name == "raw":  # the uncertain candidates compared by raw cosine, not centred (before 2026-12-02)
