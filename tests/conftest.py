@@ -228,6 +228,37 @@ def jittered_proposals(dataset, truth_field: str, out_field: str, *, jitter_px: 
     pool.set_values(out_field, values)
 
 
+APP_SETTLE_MS = 3_000  # how long a freshly ticked tile is watched for the App's page re-query
+APP_REQUERY_MS = 1_000  # the page query that follows that navigation
+
+
+def select_grid_tile(page, index: int, attempts: int = 3) -> None:
+    """Tick tile ``index`` of the App's grid so that it stays ticked.
+
+    On a page just opened on a saved view, the App can re-run its page query about a second after the first tick
+    (a navigation to the same URL, seen as ``framenavigated``), and that drops the selection: the tick disappears
+    and an operator then gets an empty selection. A person sees the tick go and ticks again; so does this helper,
+    after waiting out that navigation (or ``APP_SETTLE_MS`` without one)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import expect
+
+    tile = page.locator('[data-cy="looker"]').nth(index)
+    box = tile.locator('[data-cy="looker-checkbox-input-"]')
+    for _ in range(attempts):
+        tile.scroll_into_view_if_needed()
+        tile.hover()
+        tile.locator('[data-cy="looker-checkbox-"]').click()
+        expect(box).to_be_checked()
+        try:
+            page.wait_for_event("framenavigated", timeout=APP_SETTLE_MS)
+            page.wait_for_timeout(APP_REQUERY_MS)
+        except PlaywrightTimeout:
+            pass
+        if box.is_checked():
+            return
+    raise AssertionError(f"the App dropped the tick on grid tile {index} {attempts} times")
+
+
 def review_in_operator_browser(page, operator: str, decision_label: str | None, *, select_tile: int | None,
                                wait_ms: int) -> None:
     """Select one tile of the App's grid (or none), open ``operator`` ("review mislabels", "review label issues")
@@ -235,10 +266,7 @@ def review_in_operator_browser(page, operator: str, decision_label: str | None, 
     from playwright.sync_api import expect
 
     if select_tile is not None:
-        tile = page.locator('[data-cy="looker"]').nth(select_tile)
-        tile.scroll_into_view_if_needed()
-        tile.hover()
-        tile.locator('[data-cy="looker-checkbox-"]').click()
+        select_grid_tile(page, select_tile)
     page.keyboard.press("Backquote")  # the operator browser
     page.get_by_placeholder("Search operations by name...").fill(operator)
     page.get_by_text(f"curate-loop: {operator}").click()
