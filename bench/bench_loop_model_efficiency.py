@@ -74,9 +74,10 @@ def accuracy(x_train, y_train, x_test, y_test, n_classes: int) -> float:
 
 def run_curves(pool, pool_y, test, test_y, seed: int, *, objectives=None, strategies=STRATEGIES,
                iterations: int = DIVERSE_ITERATIONS, random_iterations: int = RANDOM_ITERATIONS,
-               batch: int = BATCH) -> dict:
+               batch: int = BATCH, model_step=None) -> dict:
     """Accuracy after each batch for each strategy, and the full-pool accuracy, for one split. Reused on other
-    data sets to choose the Objectives defaults."""
+    data sets to choose the Objectives defaults; there ``model_step(x_train, y_train, pool, n_classes, seed)`` may
+    replace the combined strategy's model (returns probabilities and uncertainty scores of the pool)."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -107,8 +108,11 @@ def run_curves(pool, pool_y, test, test_y, seed: int, *, objectives=None, strate
                 picks = select_cluster_balanced(pool, batch, clusters=clusters, labeled_idx=done,
                                                 seed=seed + iteration).indices
             else:
-                probs = fit_predict(pool[labeled], pool_y[labeled], pool, n_classes)
-                scores = margin(probs)
+                if strategy == "combined" and model_step is not None:
+                    probs, scores = model_step(pool[labeled], pool_y[labeled], pool, n_classes, seed + iteration)
+                else:
+                    probs = fit_predict(pool[labeled], pool_y[labeled], pool, n_classes)
+                    scores = margin(probs)
                 if strategy == "margin":
                     order = np.argsort(-scores, kind="stable")
                     picks = order[~labeled[order]][:batch]

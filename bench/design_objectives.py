@@ -47,6 +47,15 @@ margin alone 0.7667):
   distance to the 20 nearest rows) ** beta): 0.7790 and 0.7876, shapes falling .06 and .04 below diversity alone;
 - ``with_labeled_wide=0.5``, ``=0.25`` (``with_labeled`` only while the candidates are at least that share of the
   selectable pool, i.e. for a first model trusted little): 0.7960 and 0.7967.
+
+2026-12-03 (later), 5 seeds, against ``current`` (0.8018) in the same run; none kept (the model step swapped
+through ``run_curves(model_step=...)``):
+
+- ``committee=kl``, ``committee=bag`` (query by committee: 5 logistic regressions on bootstrap resamples of the
+  labels; the members' mean KL divergence from their consensus, or the consensus's margin): 0.7557 and 0.7938
+  (the KL score fell .06 below diversity alone on blobs10: with 10-50 labels, resamples miss whole classes);
+- ``score=entropy``, ``score=least_confidence`` (the combined recipe fed another score than margin): 0.7540 and
+  0.7821 (entropy .17 below diversity alone on shapes).
 """
 
 from __future__ import annotations
@@ -219,6 +228,44 @@ def _among_weighted(original, holder, unit, k, avail, covered, diverse, whole_po
         combined.select_cluster_balanced = original_select
 
 
+COMMITTEE = 5
+
+
+def committee_step(kind: str):
+    """A model step for run_curves: a committee of COMMITTEE logistic regressions on bootstrap resamples of the
+    labeled rows (query by committee, Seung et al. 1992; McCallum & Nigam 1998). ``kind``: "kl" scores the mean KL
+    divergence of the members from their consensus, "bag" the margin of the consensus; probabilities: the
+    consensus."""
+    from bench.bench_loop_model_efficiency import fit_predict
+    from curate_loop.model.uncertainty import margin
+
+    def step(x_train, y_train, pool, n_classes, seed):
+        rng = np.random.default_rng(seed)
+        members = np.stack([fit_predict(x_train[rows], y_train[rows], pool, n_classes) for rows in
+                            (rng.integers(0, len(y_train), len(y_train)) for _ in range(COMMITTEE))])
+        consensus = members.mean(axis=0)
+        if kind == "bag":
+            return consensus, margin(consensus)
+        eps = 1e-12
+        kl = (members * (np.log(members + eps) - np.log(consensus + eps))).sum(axis=2).mean(axis=0)
+        return consensus, kl
+
+    return step
+
+
+def score_step(score: str):
+    """A model step for run_curves: the bench's logistic regression, its probabilities turned into ``score`` (one of
+    ``curate_loop.model.uncertainty``'s classification scores) instead of margin."""
+    from bench.bench_loop_model_efficiency import fit_predict
+    from curate_loop.model import uncertainty
+
+    def step(x_train, y_train, pool, n_classes, seed):
+        probs = fit_predict(x_train, y_train, pool, n_classes)
+        return probs, getattr(uncertainty, score)(probs)
+
+    return step
+
+
 def variant(name: str):
     """A context that switches the combined recipe to variant ``name`` for one run (patched in this process)."""
     from contextlib import contextmanager
@@ -342,9 +389,11 @@ def _job(args: tuple[str, int, tuple[str, ...]]) -> dict:
         out["full"] = base["full"]
         out["curves"].update(base["curves"])
         for v in variants:
-            with variant(v):
+            kind, _, value = v.partition("=")
+            step = {"committee": committee_step, "score": score_step}.get(kind, lambda _: None)(value)
+            with variant("current" if step else v):
                 out["curves"][v] = run_curves(x[pool_i], y[pool_i], x[test_i], y[test_i], seed,
-                                              strategies=("combined",))["curves"]["combined"]
+                                              strategies=("combined",), model_step=step)["curves"]["combined"]
     return out
 
 

@@ -137,9 +137,10 @@ def kmeans_labels(unit: np.ndarray, n_clusters: int, *, seed: int = 0) -> np.nda
         return np.arange(len(unit), dtype=np.int64)
     if unit.size * n_clusters <= SMALL_KMEANS_WORK:
         from sklearn.cluster import KMeans
-        from threadpoolctl import threadpool_limits
 
-        with threadpool_limits(1):
+        from curate_loop.threads import one_blas_thread
+
+        with one_blas_thread():
             labels = KMeans(n_clusters, n_init=10, random_state=seed).fit_predict(unit)
     else:
         import faiss

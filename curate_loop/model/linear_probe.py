@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from curate_loop.errors import InvalidInputError
+from curate_loop.threads import one_blas_thread
 
 DEFAULT_C = 1.0
 MAX_ITER = 200
@@ -61,7 +62,7 @@ class LinearProbe:
         if self.estimator_ is None:
             probs[:, self.columns_[0]] = 1.0
         elif len(X):
-            with _one_blas_thread():
+            with one_blas_thread():
                 probs[:, self.columns_] = self._known_class_proba(X)
         return probs
 
@@ -115,7 +116,7 @@ def fit_linear_probe(X: np.ndarray, y, classes, seed: int = 0) -> LinearProbe:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # see the module docstring
         centred /= np.float32(scale)
-        with _one_blas_thread():
+        with one_blas_thread():
             estimator.fit(centred, y)
     columns = np.asarray([column[c] for c in estimator.classes_], dtype=np.int64)
     return LinearProbe(classes, mean, scale, estimator, columns)
@@ -153,13 +154,6 @@ def cv_accuracy(X: np.ndarray, y, folds: int = DEFAULT_FOLDS, *, seed: int = 0) 
         predicted = classes[probe.predict_proba(X[test]).argmax(axis=1)]
         correct += int((predicted == y[test]).sum())
     return correct / len(y)
-
-
-def _one_blas_thread():
-    """Fit and predict in one BLAS thread (module docstring: why)."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(1)
 
 
 def _as_features(X, dim: int | None) -> np.ndarray:
