@@ -262,11 +262,11 @@ def score_step(score: str):
     """A model step for run_curves: the bench's logistic regression, its probabilities turned into ``score`` (one of
     ``curate_loop.model.uncertainty``'s classification scores) instead of margin."""
     from bench.bench_loop_model_efficiency import fit_predict
-    from curate_loop.model import uncertainty
+    from curate_loop.model.uncertainty import score_uncertainty
 
     def step(x_train, y_train, pool, n_classes, seed):
         probs = fit_predict(x_train, y_train, pool, n_classes)
-        return probs, getattr(uncertainty, score)(probs)
+        return probs, score_uncertainty(probs, score)
 
     return step
 

@@ -232,8 +232,8 @@ APP_SETTLE_MS = 3_000  # how long a freshly ticked tile is watched for the App's
 APP_REQUERY_MS = 1_000  # the page query that follows that navigation
 
 
-def select_grid_tile(page, index: int, attempts: int = 3) -> None:
-    """Tick tile ``index`` of the App's grid so that it stays ticked.
+def tick_grid_tile(page, tile, attempts: int = 3) -> None:
+    """Tick ``tile`` (a locator of one ``[data-cy="looker"]`` of the App's grid) so that it stays ticked.
 
     On a page just opened on a saved view, the App can re-run its page query about a second after the first tick
     (a navigation to the same URL, seen as ``framenavigated``), and that drops the selection: the tick disappears
@@ -242,7 +242,6 @@ def select_grid_tile(page, index: int, attempts: int = 3) -> None:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect
 
-    tile = page.locator('[data-cy="looker"]').nth(index)
     box = tile.locator('[data-cy="looker-checkbox-input-"]')
     for _ in range(attempts):
         tile.scroll_into_view_if_needed()
@@ -256,7 +255,7 @@ def select_grid_tile(page, index: int, attempts: int = 3) -> None:
             pass
         if box.is_checked():
             return
-    raise AssertionError(f"the App dropped the tick on grid tile {index} {attempts} times")
+    raise AssertionError(f"the App dropped the tick on a grid tile {attempts} times")
 
 
 def review_in_operator_browser(page, operator: str, decision_label: str | None, *, select_tile: int | None,
@@ -266,7 +265,7 @@ def review_in_operator_browser(page, operator: str, decision_label: str | None, 
     from playwright.sync_api import expect
 
     if select_tile is not None:
-        select_grid_tile(page, select_tile)
+        tick_grid_tile(page, page.locator('[data-cy="looker"]').nth(select_tile))
     page.keyboard.press("Backquote")  # the operator browser
     page.get_by_placeholder("Search operations by name...").fill(operator)
     page.get_by_text(f"curate-loop: {operator}").click()
@@ -368,8 +367,7 @@ def sort_by_image_similarity_in_app(page, app_url: str, dataset, brain_key: str)
     tile = tiles.filter(has=page.locator('[data-cy="tag-near_dup_group"]')).first
     tile.scroll_into_view_if_needed()
     group = int(tile.locator('[data-cy="tag-near_dup_group"]').inner_text())
-    tile.hover()
-    tile.locator('[data-cy="looker-checkbox-"]').click()
+    tick_grid_tile(page, tile)
 
     # Sort by image similarity -> Show similar samples: the App runs the search operator.
     sort_button = page.locator('[data-cy="action-sort-by-similarity"]')
