@@ -233,6 +233,70 @@ def _among_weighted(original, holder, unit, k, avail, covered, diverse, whole_po
         combined.select_cluster_balanced = original_select
 
 
+def _among_custom(unit, k, avail, covered, diverse, whole_pool, *, original, holder, cover=True, refine=True,
+                  rank_by_uncertainty=False):
+    """The candidates' diversity step with parts of select_cluster_balanced switched off: ``cover`` (natural
+    clusters nothing covered reaches ask for a pick), ``refine`` (picks move to cover their budget cluster best);
+    ``rank_by_uncertainty``: each budget cluster's pick is its most uncertain member, not its most representative."""
+    from curate_loop.curation import strategies
+    from curate_loop.curation.clustering import NOISE, ClusterResult
+
+    if whole_pool:
+        return original(unit, k, avail, covered, diverse, whole_pool=True)
+    plain_select, plain_passes, plain_rank = strategies.select_cluster_balanced, strategies.REFINE_PASSES, \
+        strategies._most_representative_first
+    from curate_loop.curation import combined
+
+    def select(sub_unit, k_, *, clusters, **kw):
+        if not cover:
+            clusters = ClusterResult(labels=np.full(len(sub_unit), NOISE, dtype=np.int64), sizes=clusters.sizes[:0],
+                                     density=clusters.density[:0], kinds=clusters.kinds[:0], method=clusters.method)
+        if rank_by_uncertainty:
+            scores = holder["scores"][holder["rows"]]
+            strategies._most_representative_first = lambda _u, rows, seed: rows[np.argsort(-scores[rows],
+                                                                                           kind="stable")]
+        if not refine:
+            strategies.REFINE_PASSES = 0
+        try:
+            return plain_select(sub_unit, k_, clusters=clusters, **kw)
+        finally:
+            strategies.REFINE_PASSES, strategies._most_representative_first = plain_passes, plain_rank
+
+    rows = np.flatnonzero(avail)
+    threshold = diverse["near_dup_threshold"]
+    if threshold is not None and covered.any():  # the same near-duplicate filter original applies, to know its rows
+        dup = strategies._two_nearest(unit[rows], unit[covered])[1] < np.sqrt(max(2 - 2 * threshold, 0.0))
+        if (~dup).sum() >= k:
+            rows = rows[~dup]
+    holder["rows"] = rows
+    combined.select_cluster_balanced = select
+    try:
+        return original(unit, k, avail, covered, diverse, whole_pool=False)
+    finally:
+        combined.select_cluster_balanced = plain_select
+
+
+def facility_picks(geometry, k: int, candidates: np.ndarray, labeled: np.ndarray, weights: np.ndarray,
+                   clients: np.ndarray | None = None) -> np.ndarray:
+    """Greedy weighted facility location (Nemhauser et al. 1978; as a batch-mode active-learning objective, e.g.
+    Wei et al. 2015): picks among ``candidates`` maximising sum_i w_i max_{j in picks or labeled} max(cos_ij, 0) over
+    every unlabeled row i, so a pick is worth the uncertain rows it stands in for."""
+    pool_rows = np.flatnonzero(~labeled if clients is None else clients)
+    cand = np.flatnonzero(candidates)
+    sim = np.maximum(geometry[pool_rows] @ geometry[cand].T, 0.0)
+    w = weights[pool_rows]
+    best = (np.maximum(geometry[pool_rows] @ geometry[labeled].T, 0.0).max(axis=1) if labeled.any()
+            else np.zeros(len(pool_rows)))
+    chosen: list[int] = []
+    for _ in range(min(k, len(cand))):
+        gain = (w[:, None] * np.maximum(sim - best[:, None], 0.0)).sum(axis=0)
+        gain[chosen] = -1.0
+        j = int(np.argmax(gain))
+        chosen.append(j)
+        best = np.maximum(best, sim[:, j])
+    return cand[np.asarray(chosen, dtype=np.int64)]
+
+
 COMMITTEE = 5
 
 
@@ -392,6 +456,37 @@ def variant(name: str):
                 return normalize_rows(np.hstack([original_centred(vectors, unit), outputs]))
             combined.select_combined = select
             combined._centred = model_space
+        elif name.startswith("among="):  # parts of the candidates' diversity step switched off
+            parts = set(name.split("=")[1].split("+"))
+            holder = {}
+
+            def select(*a, uncertainty=None, **kw):
+                holder["scores"] = None if uncertainty is None else np.asarray(uncertainty, dtype=np.float64)
+                return original_select(*a, uncertainty=uncertainty, **kw)
+            combined.select_combined = select
+            combined._cluster_balanced_among = partial(
+                _among_custom, original=original_among, holder=holder, cover="nocover" not in parts,
+                refine="norefine" not in parts, rank_by_uncertainty="rank" in parts)
+        elif name.startswith("facility="):  # weighted facility location among the candidates ("1": unweighted)
+            how = name.split("=")[1]
+
+            def select(vectors, k, *, objectives, uncertainty=None, predicted_classes=None, labeled_idx=None,
+                       seed=0, **kw):
+                if uncertainty is None:
+                    return original_select(vectors, k, objectives=objectives, labeled_idx=labeled_idx, seed=seed, **kw)
+                n = len(vectors)
+                labeled = np.zeros(n, dtype=bool)
+                labeled[labeled_idx] = True
+                m = combined._n_candidates(k, int((~labeled).sum()), objectives, n_labeled=len(labeled_idx),
+                                           n_classes=predicted_classes.shape[1])
+                candidates = np.zeros(n, dtype=bool)
+                candidates[combined._most_uncertain(np.asarray(uncertainty, float), ~labeled, m, seed)] = True
+                geometry = combined._centred(vectors, None)
+                scores = np.asarray(uncertainty, float)
+                weights = {"1": np.ones(n), "cand": np.ones(n), "u": scores, "sqrt": np.sqrt(scores)}[how]
+                clients = candidates if how == "cand" else None
+                return SimpleNamespace(indices=facility_picks(geometry, k, candidates, labeled, weights, clients))
+            combined.select_combined = select
         elif name == "with_labeled":  # the candidates' budget partition counts the labeled rows among them
             combined._cluster_balanced_among = partial(_among_with_labeled, original_among)
         elif name == "raw":  # the uncertain candidates compared by raw cosine, not centred (before 2026-12-02)
