@@ -23,7 +23,8 @@ the largest fall of the variant's mean curve below diversity alone or margin alo
 Results (2026-12-02, mean curve accuracy averaged over the three sets, 5 seeds unless said; diversity alone 0.7744,
 margin alone 0.7667):
 
-- ``current`` (uncertain candidates compared centred on the pool's mean): **0.8018**; shapes 0.6941, and never
+- ``current`` (uncertain candidates compared centred on the pool's mean; then still the cluster-balanced pick
+  among them, ``clusters`` since): **0.8018**; shapes 0.6941, and never
   below diversity or margin alone there; on the two sets that are centred already it moved by seed noise only
   (blobs10 -.004, blobs6x2 -.004 in area; labels to 95% 68 -> 76 and 114 -> 134, which says how noisy that figure
   is on 5 seeds);
@@ -61,6 +62,17 @@ through ``run_curves(model_step=...)``):
   diversity alone: HOG neighbours of a shape are often other shapes);
 - ``geometry=probs``, ``geometry=mix`` (the uncertain candidates compared in the model's output space, centred
   square-root probabilities, alone or beside the centred embedding): 0.7850 and 0.7988.
+
+2026-12-03 (evening), the candidates' diversity step itself, against the cluster-balanced pick (now ``clusters``):
+
+- parts of the cluster-balanced pick switched off, 5 seeds: natural-cluster cover off 0.8018 (identical: among
+  uncertain candidates it never fired), refinement off 0.8000, each budget cluster's most uncertain member instead
+  of its most representative (refinement off) 0.7744 (.07 below diversity alone on two sets);
+- greedy facility location among the candidates (``curate_loop.curation.facility``), every unlabeled row a client,
+  5 seeds: unweighted **0.8067**, clients weighted by their uncertainty 0.8035; 10 seeds: unweighted **0.8020**
+  against ``clusters`` 0.7973 (blobs10 .8807/.8797, blobs6x2 .8320/.8228, shapes .6932/.6893; no fall below
+  diversity alone on any set, where ``clusters`` fell .006 on blobs6x2), weighted by the uncertainty's square root
+  0.7992, the candidates as the only clients 0.7868. **Kept**: the unweighted one is ``current`` since then.
 """
 
 from __future__ import annotations
@@ -159,14 +171,16 @@ def badge_picks(vectors, probs, k: int, available: np.ndarray, seed: int) -> np.
     return rows[np.asarray(chosen)]
 
 
-def _among_with_labeled(original, unit, k, avail, covered, diverse, whole_pool):
-    """Zhdanov's step on the candidates and the covered rows together: a k-means of both into k + covered clusters
-    (select_cluster_balanced with the covered rows as labeled), so a pick does not land beside a labeled row."""
+def _among_clusters(original, unit, k, avail, covered, clients, diverse, whole_pool, *, with_labeled=False):
+    """The candidates' diversity step before facility location (until 2026-12-03): Zhdanov's k-means of the
+    candidates into k clusters, one pick each by ``select_cluster_balanced`` (its most representative member; the
+    pool's natural clusters that no covered row reaches still ask for coverage). ``with_labeled``: the k-means also
+    holds the covered rows (k + covered clusters), so that a pick does not land beside a labeled row."""
     from curate_loop.curation.clustering import NOISE, ClusterResult
     from curate_loop.curation.strategies import _two_nearest, select_cluster_balanced
 
     if whole_pool:
-        return original(unit, k, avail, covered, diverse, whole_pool=True)
+        return original(unit, k, avail, covered, clients, diverse, whole_pool=True)
     rows, anchors = np.flatnonzero(avail), np.flatnonzero(covered)
     skipped = 0
     threshold = diverse["near_dup_threshold"]
@@ -174,9 +188,13 @@ def _among_with_labeled(original, unit, k, avail, covered, diverse, whole_pool):
         dup = _two_nearest(unit[rows], unit[anchors])[1] < np.sqrt(max(2 - 2 * threshold, 0.0))
         if (~dup).sum() >= k:
             rows, skipped = rows[~dup], int(dup.sum())
-    both = np.concatenate([rows, anchors])
     natural = diverse["clusters"]
-    sub_labels = natural.labels[both]
+    both = np.concatenate([rows, anchors]) if with_labeled else rows
+    sub_labels = natural.labels[both].copy()
+    if not with_labeled:  # natural clusters a covered row reaches ask for nothing more
+        reached = np.zeros(natural.n_clusters + 1, dtype=bool)
+        reached[natural.labels[covered]] = True  # NOISE (-1) lands on the spare last slot
+        sub_labels[reached[sub_labels] & (sub_labels >= 0)] = NOISE
     used, relabelled = np.unique(sub_labels[sub_labels >= 0], return_inverse=True)
     labels = np.full(len(both), NOISE, dtype=np.int64)
     labels[sub_labels >= 0] = relabelled
@@ -185,116 +203,6 @@ def _among_with_labeled(original, unit, k, avail, covered, diverse, whole_pool):
     result = select_cluster_balanced(unit[both], k, labeled_idx=np.arange(len(rows), len(both)), clusters=sub,
                                      near_dup_threshold=threshold, seed=diverse["seed"])
     return both[result.indices], [str(r) for r in result.reasons], skipped + result.near_duplicates_skipped
-
-
-def _among_weighted(original, holder, unit, k, avail, covered, diverse, whole_pool):
-    """Zhdanov's own step: the candidates' k-means weighted by their uncertainty (sample_weight), so the budget
-    partition's centres lean towards the most uncertain candidates."""
-    from sklearn.cluster import KMeans
-
-    from curate_loop.curation import combined, strategies
-
-    if whole_pool or holder.get("scores") is None:
-        return original(unit, k, avail, covered, diverse, whole_pool=whole_pool)
-    rows_of = {}
-    plain = strategies._budget_partition
-
-    def weighted(sub_unit, k_, n_labeled, seed):
-        rows = rows_of["rows"]
-        weights = holder["scores"][rows] + 1e-6
-        n_clusters = min(k_ + n_labeled, len(sub_unit))
-        if n_clusters >= len(sub_unit):
-            return np.arange(len(sub_unit))
-        labels = KMeans(n_clusters, n_init=10, random_state=seed).fit_predict(sub_unit, sample_weight=weights)
-        return np.unique(labels, return_inverse=True)[1].astype(np.int64)
-
-    original_select = strategies.select_cluster_balanced
-
-    def select(sub_unit, k_, **kw):
-        strategies._budget_partition = weighted
-        try:
-            return original_select(sub_unit, k_, **kw)
-        finally:
-            strategies._budget_partition = plain
-
-    rows = np.flatnonzero(avail)
-    threshold = diverse["near_dup_threshold"]
-    if threshold is not None and covered.any():
-        dup = strategies._two_nearest(unit[rows], unit[covered])[1] < np.sqrt(max(2 - 2 * threshold, 0.0))
-        if (~dup).sum() >= k:
-            rows = rows[~dup]
-    rows_of["rows"] = rows
-    mask = np.zeros(len(unit), dtype=bool)
-    mask[rows] = True
-    combined.select_cluster_balanced = select
-    try:
-        return original(unit, k, mask, covered, diverse, whole_pool=False)
-    finally:
-        combined.select_cluster_balanced = original_select
-
-
-def _among_custom(unit, k, avail, covered, diverse, whole_pool, *, original, holder, cover=True, refine=True,
-                  rank_by_uncertainty=False):
-    """The candidates' diversity step with parts of select_cluster_balanced switched off: ``cover`` (natural
-    clusters nothing covered reaches ask for a pick), ``refine`` (picks move to cover their budget cluster best);
-    ``rank_by_uncertainty``: each budget cluster's pick is its most uncertain member, not its most representative."""
-    from curate_loop.curation import strategies
-    from curate_loop.curation.clustering import NOISE, ClusterResult
-
-    if whole_pool:
-        return original(unit, k, avail, covered, diverse, whole_pool=True)
-    plain_select, plain_passes, plain_rank = strategies.select_cluster_balanced, strategies.REFINE_PASSES, \
-        strategies._most_representative_first
-    from curate_loop.curation import combined
-
-    def select(sub_unit, k_, *, clusters, **kw):
-        if not cover:
-            clusters = ClusterResult(labels=np.full(len(sub_unit), NOISE, dtype=np.int64), sizes=clusters.sizes[:0],
-                                     density=clusters.density[:0], kinds=clusters.kinds[:0], method=clusters.method)
-        if rank_by_uncertainty:
-            scores = holder["scores"][holder["rows"]]
-            strategies._most_representative_first = lambda _u, rows, seed: rows[np.argsort(-scores[rows],
-                                                                                           kind="stable")]
-        if not refine:
-            strategies.REFINE_PASSES = 0
-        try:
-            return plain_select(sub_unit, k_, clusters=clusters, **kw)
-        finally:
-            strategies.REFINE_PASSES, strategies._most_representative_first = plain_passes, plain_rank
-
-    rows = np.flatnonzero(avail)
-    threshold = diverse["near_dup_threshold"]
-    if threshold is not None and covered.any():  # the same near-duplicate filter original applies, to know its rows
-        dup = strategies._two_nearest(unit[rows], unit[covered])[1] < np.sqrt(max(2 - 2 * threshold, 0.0))
-        if (~dup).sum() >= k:
-            rows = rows[~dup]
-    holder["rows"] = rows
-    combined.select_cluster_balanced = select
-    try:
-        return original(unit, k, avail, covered, diverse, whole_pool=False)
-    finally:
-        combined.select_cluster_balanced = plain_select
-
-
-def facility_picks(geometry, k: int, candidates: np.ndarray, labeled: np.ndarray, weights: np.ndarray,
-                   clients: np.ndarray | None = None) -> np.ndarray:
-    """Greedy weighted facility location (Nemhauser et al. 1978; as a batch-mode active-learning objective, e.g.
-    Wei et al. 2015): picks among ``candidates`` maximising sum_i w_i max_{j in picks or labeled} max(cos_ij, 0) over
-    every unlabeled row i, so a pick is worth the uncertain rows it stands in for."""
-    pool_rows = np.flatnonzero(~labeled if clients is None else clients)
-    cand = np.flatnonzero(candidates)
-    sim = np.maximum(geometry[pool_rows] @ geometry[cand].T, 0.0)
-    w = weights[pool_rows]
-    best = (np.maximum(geometry[pool_rows] @ geometry[labeled].T, 0.0).max(axis=1) if labeled.any()
-            else np.zeros(len(pool_rows)))
-    chosen: list[int] = []
-    for _ in range(min(k, len(cand))):
-        gain = (w[:, None] * np.maximum(sim - best[:, None], 0.0)).sum(axis=0)
-        gain[chosen] = -1.0
-        j = int(np.argmax(gain))
-        chosen.append(j)
-        best = np.maximum(best, sim[:, j])
-    return cand[np.asarray(chosen, dtype=np.int64)]
 
 
 COMMITTEE = 5
@@ -370,11 +278,11 @@ def variant(name: str):
 
     @contextmanager
     def patched():
-        original_among, original_select = combined._cluster_balanced_among, combined.select_combined
+        original_among, original_select = combined._diverse_among, combined.select_combined
         original_centred = combined._centred
         original_cbs = combined.select_cluster_balanced
         if name == "whole_pool":  # the budget partition over the whole pool, labeled rows counted
-            combined._cluster_balanced_among = lambda *a, whole_pool: original_among(*a, whole_pool=True)
+            combined._diverse_among = lambda *a, whole_pool: original_among(*a, whole_pool=True)
         elif name == "badge":  # BADGE alone, strengths ignored
             def select(vectors, k, *, predicted_classes, labeled_idx, seed, **_):
                 available = np.ones(len(vectors), dtype=bool)
@@ -396,14 +304,6 @@ def variant(name: str):
             strength = float(name[2:])
             combined.select_combined = lambda *a, objectives, **kw: original_select(
                 *a, objectives=Objectives(uncertainty=strength), **kw)
-        elif name == "weighted":  # Zhdanov's uncertainty-weighted k-means among the candidates
-            holder = {}
-
-            def select(*a, uncertainty=None, **kw):
-                holder["scores"] = None if uncertainty is None else np.asarray(uncertainty, dtype=np.float64)
-                return original_select(*a, uncertainty=uncertainty, **kw)
-            combined.select_combined = select
-            combined._cluster_balanced_among = partial(_among_weighted, original_among, holder)
         elif name.startswith("min="):  # diversity alone while the model has fewer than min labels per class
             least = float(name[4:])
 
@@ -434,11 +334,11 @@ def variant(name: str):
         elif name.startswith("with_labeled_wide="):  # with_labeled only while the candidates are a share of the pool
             share = float(name.split("=")[1])
 
-            def among(unit, k, avail, covered, diverse, whole_pool):
+            def among(unit, k, avail, covered, clients, diverse, whole_pool):
                 wide = avail.sum() >= share * (len(unit) - covered.sum())
-                how = _among_with_labeled if wide else (lambda original, *a, **kw: original(*a, **kw))
-                return how(original_among, unit, k, avail, covered, diverse, whole_pool=whole_pool)
-            combined._cluster_balanced_among = among
+                return _among_clusters(original_among, unit, k, avail, covered, clients, diverse, whole_pool,
+                                       with_labeled=wide)
+            combined._diverse_among = among
         elif name.startswith("geometry="):  # uncertain candidates compared in the model's output space (too)
             how = name.split("=")[1]
             holder = {}
@@ -456,39 +356,10 @@ def variant(name: str):
                 return normalize_rows(np.hstack([original_centred(vectors, unit), outputs]))
             combined.select_combined = select
             combined._centred = model_space
-        elif name.startswith("among="):  # parts of the candidates' diversity step switched off
-            parts = set(name.split("=")[1].split("+"))
-            holder = {}
-
-            def select(*a, uncertainty=None, **kw):
-                holder["scores"] = None if uncertainty is None else np.asarray(uncertainty, dtype=np.float64)
-                return original_select(*a, uncertainty=uncertainty, **kw)
-            combined.select_combined = select
-            combined._cluster_balanced_among = partial(
-                _among_custom, original=original_among, holder=holder, cover="nocover" not in parts,
-                refine="norefine" not in parts, rank_by_uncertainty="rank" in parts)
-        elif name.startswith("facility="):  # weighted facility location among the candidates ("1": unweighted)
-            how = name.split("=")[1]
-
-            def select(vectors, k, *, objectives, uncertainty=None, predicted_classes=None, labeled_idx=None,
-                       seed=0, **kw):
-                if uncertainty is None:
-                    return original_select(vectors, k, objectives=objectives, labeled_idx=labeled_idx, seed=seed, **kw)
-                n = len(vectors)
-                labeled = np.zeros(n, dtype=bool)
-                labeled[labeled_idx] = True
-                m = combined._n_candidates(k, int((~labeled).sum()), objectives, n_labeled=len(labeled_idx),
-                                           n_classes=predicted_classes.shape[1])
-                candidates = np.zeros(n, dtype=bool)
-                candidates[combined._most_uncertain(np.asarray(uncertainty, float), ~labeled, m, seed)] = True
-                geometry = combined._centred(vectors, None)
-                scores = np.asarray(uncertainty, float)
-                weights = {"1": np.ones(n), "cand": np.ones(n), "u": scores, "sqrt": np.sqrt(scores)}[how]
-                clients = candidates if how == "cand" else None
-                return SimpleNamespace(indices=facility_picks(geometry, k, candidates, labeled, weights, clients))
-            combined.select_combined = select
         elif name == "with_labeled":  # the candidates' budget partition counts the labeled rows among them
-            combined._cluster_balanced_among = partial(_among_with_labeled, original_among)
+            combined._diverse_among = partial(_among_clusters, original_among, with_labeled=True)
+        elif name == "clusters":  # the candidates' cluster-balanced pick, before facility location
+            combined._diverse_among = partial(_among_clusters, original_among)
         elif name == "raw":  # the uncertain candidates compared by raw cosine, not centred (before 2026-12-02)
             combined._centred = lambda vectors, unit: unit
         elif name == "diversity_centred":  # today's diversity pick on centred vectors (no model)
@@ -505,7 +376,7 @@ def variant(name: str):
         try:
             yield
         finally:
-            combined._cluster_balanced_among, combined.select_combined = original_among, original_select
+            combined._diverse_among, combined.select_combined = original_among, original_select
             combined._centred = original_centred
             combined.select_cluster_balanced = original_cbs
 

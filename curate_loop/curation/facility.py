@@ -1,0 +1,68 @@
+"""Greedy facility location: the picks among some candidate rows that stand in for as much of the pool as they can.
+
+Objective (facility location, Nemhauser, Wolsey & Fisher 1978; as a batch active-learning objective, Wei, Iyer &
+Bilmes 2015): F(S) = sum over client rows i of max over j in S or already covered of max(cos_ij, 0). It is
+submodular, so the greedy pick (each step the candidate with the largest gain) is within 1 - 1/e of the best batch.
+Unlike a k-means of the candidates alone, every client counts: a candidate is worth the pool rows it stands in for,
+not only the other candidates, and rows near what is already labeled gain nothing.
+
+Why here: the combined selection's diversity step among its uncertain candidates (``curate_loop.curation.combined``).
+Chosen on the design sets of ``bench/design_objectives.py`` (never digits), 10 seeds: mean curve accuracy 0.8020
+against 0.7973 for the candidates' cluster-balanced pick before it, higher on each of the three sets, and nowhere
+below diversity alone there (the cluster-balanced pick fell .006 below it on one set). Weighting the clients by
+their uncertainty scored lower (0.7992 with its square root; 0.8035 against 0.8067 unweighted on 5 seeds), and
+counting only the candidates as clients lower still (0.7868).
+
+Scale: at most ``MAX_CLIENTS`` clients and ``MAX_CANDIDATES`` candidates (seeded samples beyond), so one greedy step
+is one pass over a dense (clients x candidates) similarity block: O(k x clients x candidates), no pool-squared term.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MAX_CLIENTS = 4_000  # pool rows whose coverage is counted (a seeded sample beyond)
+MAX_CANDIDATES = 4_000  # candidate rows a pick is chosen among (a seeded sample beyond)
+
+
+def facility_location(unit: np.ndarray, k: int, candidates: np.ndarray, clients: np.ndarray, covered: np.ndarray,
+                      *, near_dup_threshold: float | None = None, seed: int = 0) -> np.ndarray:
+    """Up to ``k`` rows of ``candidates``, in greedy order, maximising the clients' coverage (module docstring).
+
+    Parameters
+    ----------
+    unit : (n, dim) unit rows; similarity is their dot product, negative similarities count as 0.
+    candidates, clients, covered : (n,) bool masks: the rows a pick may be, the rows whose coverage counts, the rows
+        that cover already (labeled or picked before; never picked).
+    near_dup_threshold : a candidate whose cosine similarity to an earlier pick of this call exceeds it is passed
+        over (None: never).
+
+    Returns fewer than ``k`` rows only when the candidates run out.
+    """
+    rng = np.random.default_rng(seed)
+    cand = _at_most(np.flatnonzero(candidates & ~covered), MAX_CANDIDATES, rng)
+    client_rows = _at_most(np.flatnonzero(clients), MAX_CLIENTS, rng)
+    if len(cand) == 0 or k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    points = unit[client_rows]
+    sim = np.maximum(points @ unit[cand].T, 0.0).astype(np.float32)
+    best = np.zeros(len(client_rows), dtype=np.float32)
+    anchors = np.flatnonzero(covered)
+    for block in np.array_split(anchors, max(1, len(anchors) // 4096)) if len(anchors) else ():
+        best = np.maximum(best, (points @ unit[block].T).max(axis=1))
+    open_ = np.ones(len(cand), dtype=bool)
+    chosen: list[int] = []
+    while len(chosen) < k and open_.any():
+        gain = np.maximum(sim - best[:, None], 0.0).sum(axis=0)
+        gain[~open_] = -1.0
+        j = int(np.argmax(gain))
+        chosen.append(j)
+        open_[j] = False
+        best = np.maximum(best, sim[:, j])
+        if near_dup_threshold is not None:
+            open_ &= unit[cand] @ unit[cand[j]] <= near_dup_threshold
+    return cand[np.asarray(chosen, dtype=np.int64)]
+
+
+def _at_most(rows: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
+    return np.sort(rng.choice(rows, m, replace=False)) if len(rows) > m else rows
