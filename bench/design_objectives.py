@@ -72,7 +72,10 @@ through ``run_curves(model_step=...)``):
   5 seeds: unweighted **0.8067**, clients weighted by their uncertainty 0.8035; 10 seeds: unweighted **0.8020**
   against ``clusters`` 0.7973 (blobs10 .8807/.8797, blobs6x2 .8320/.8228, shapes .6932/.6893; no fall below
   diversity alone on any set, where ``clusters`` fell .006 on blobs6x2), weighted by the uncertainty's square root
-  0.7992, the candidates as the only clients 0.7868. **Kept**: the unweighted one is ``current`` since then.
+  0.7992, the candidates as the only clients 0.7868. **Kept**: the unweighted one is ``current`` since then;
+- with facility location, 5 seeds against ``current`` 0.8068: the strengths again, ``u=0.25`` 0.8045, ``u=1``
+  0.8029, ``t=3`` 0.8039, ``t=8`` 0.8043 (the defaults stay); its similarity max(cos, 0) raised to a power,
+  ``kernel=0.5`` 0.8065, ``kernel=2`` 0.8027, ``kernel=4`` 0.8019 (1 stays).
 """
 
 from __future__ import annotations
@@ -273,7 +276,7 @@ def variant(name: str):
     from functools import partial
     from types import SimpleNamespace
 
-    from curate_loop.curation import combined
+    from curate_loop.curation import combined, facility
     from curate_loop.curation.objectives import Objectives
 
     @contextmanager
@@ -281,6 +284,7 @@ def variant(name: str):
         original_among, original_select = combined._diverse_among, combined.select_combined
         original_centred = combined._centred
         original_cbs = combined.select_cluster_balanced
+        original_power = facility.KERNEL_POWER
         if name == "whole_pool":  # the budget partition over the whole pool, labeled rows counted
             combined._diverse_among = lambda *a, whole_pool: original_among(*a, whole_pool=True)
         elif name == "badge":  # BADGE alone, strengths ignored
@@ -358,6 +362,8 @@ def variant(name: str):
             combined._centred = model_space
         elif name == "with_labeled":  # the candidates' budget partition counts the labeled rows among them
             combined._diverse_among = partial(_among_clusters, original_among, with_labeled=True)
+        elif name.startswith("kernel="):  # facility location's similarity max(cos, 0) raised to a power
+            facility.KERNEL_POWER = float(name.split("=")[1])
         elif name == "clusters":  # the candidates' cluster-balanced pick, before facility location
             combined._diverse_among = partial(_among_clusters, original_among)
         elif name == "raw":  # the uncertain candidates compared by raw cosine, not centred (before 2026-12-02)
@@ -379,6 +385,7 @@ def variant(name: str):
             combined._diverse_among, combined.select_combined = original_among, original_select
             combined._centred = original_centred
             combined.select_cluster_balanced = original_cbs
+            facility.KERNEL_POWER = original_power
 
     return patched()
 

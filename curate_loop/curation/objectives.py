@@ -45,7 +45,9 @@ class Objectives:
     ``bench/design_objectives.py``, which rebuilds both sets and adds a third of rendered shapes with HOG features
     (5 seeds): uncertainty 0.5 still scored best (0.8018; 0.25: 0.8000; 1: 0.7955); trust_labels_per_class 5 tied
     with 8 and 12 over 10 seeds (0.7973, 0.7972, 0.7964) and beat 3 (0.7934, 5 seeds); class_balance 0.25 and 0
-    scored the same (0.8018, 0.8019), 1 lower (0.7993).
+    scored the same (0.8018, 0.8019), 1 lower (0.7993). Rechecked again on 2026-12-03 when facility location became
+    the diversity step among the uncertain candidates (5 seeds): uncertainty 0.5 still best (0.8068; 0.25: 0.8045;
+    1: 0.8029), and trust_labels_per_class 5 too (3: 0.8039; 8: 0.8043).
 
     uncertainty_score: which score of ``curate_loop.model.uncertainty`` the caller turns predictions into.
     class_target: "uniform" or {class name: share} (shares are normalised; classes not named get 0).
