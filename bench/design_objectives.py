@@ -75,7 +75,9 @@ through ``run_curves(model_step=...)``):
   0.7992, the candidates as the only clients 0.7868. **Kept**: the unweighted one is ``current`` since then;
 - with facility location, 5 seeds against ``current`` 0.8068: the strengths again, ``u=0.25`` 0.8045, ``u=1``
   0.8029, ``t=3`` 0.8039, ``t=8`` 0.8043 (the defaults stay); its similarity max(cos, 0) raised to a power,
-  ``kernel=0.5`` 0.8065, ``kernel=2`` 0.8027, ``kernel=4`` 0.8019 (1 stays).
+  ``kernel=0.5`` 0.8065, ``kernel=2`` 0.8027, ``kernel=4`` 0.8019 (1 stays); each candidate's gain times its
+  uncertainty (or its square root) when the greedy step compares them, 0.8044 and 0.7995 (code since removed, as
+  for ``weighted`` and the switched-off parts of the cluster-balanced pick above: they patched steps that are gone).
 """
 
 from __future__ import annotations
