@@ -85,7 +85,8 @@ class Curation(_Strict):
     min_cluster_size: int | None = Field(None, ge=2, description="null: sqrt(pool size) / 3")
     batch_prefix: str = "batch"
     # strengths of the objectives a batch combines when the model section gives predictions (else: diversity only)
-    diversity: float = Field(DEFAULT_DIVERSITY, ge=0, description="cluster-balanced coverage of the embeddings")
+    diversity: float = Field(DEFAULT_DIVERSITY, ge=0, description="coverage of the embeddings (cluster-balanced "
+                             "alone; facility location among the uncertain candidates)")
     uncertainty: float = Field(DEFAULT_UNCERTAINTY, ge=0, description="the model's uncertainty on each sample")
     class_balance: float = Field(DEFAULT_CLASS_BALANCE, ge=0, description="pull the batch's predicted classes "
                                  "towards class_target")
