@@ -182,17 +182,14 @@ def _among_clusters(original, unit, k, avail, covered, clients, diverse, whole_p
     pool's natural clusters that no covered row reaches still ask for coverage). ``with_labeled``: the k-means also
     holds the covered rows (k + covered clusters), so that a pick does not land beside a labeled row."""
     from curate_loop.curation.clustering import NOISE, ClusterResult
-    from curate_loop.curation.strategies import _two_nearest, select_cluster_balanced
+    from curate_loop.curation.combined import apart_from_covered
+    from curate_loop.curation.strategies import select_cluster_balanced
 
     if whole_pool:
         return original(unit, k, avail, covered, clients, diverse, whole_pool=True)
-    rows, anchors = np.flatnonzero(avail), np.flatnonzero(covered)
-    skipped = 0
+    anchors = np.flatnonzero(covered)
     threshold = diverse["near_dup_threshold"]
-    if threshold is not None and len(anchors):
-        dup = _two_nearest(unit[rows], unit[anchors])[1] < np.sqrt(max(2 - 2 * threshold, 0.0))
-        if (~dup).sum() >= k:
-            rows, skipped = rows[~dup], int(dup.sum())
+    rows, skipped = apart_from_covered(unit, np.flatnonzero(avail), covered, threshold, k)
     natural = diverse["clusters"]
     both = np.concatenate([rows, anchors]) if with_labeled else rows
     sub_labels = natural.labels[both].copy()

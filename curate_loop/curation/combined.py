@@ -295,18 +295,22 @@ def _diverse_among(unit, k, avail, covered, clients, diverse, whole_pool: bool):
         result = select_cluster_balanced(unit, k, labeled_idx=np.flatnonzero(covered),
                                          exclude_idx=np.flatnonzero(~avail & ~covered), **diverse)
         return result.indices, [str(r) for r in result.reasons], result.near_duplicates_skipped
-    rows = np.flatnonzero(avail)
-    skipped = 0
-    if threshold is not None and covered.any():
-        near = _two_nearest(unit[rows], unit[covered])[1]  # cosine distance sqrt(2 - 2 cos)
-        dup = near < np.sqrt(max(2 - 2 * threshold, 0.0))
-        if (~dup).sum() >= k:
-            rows, skipped = rows[~dup], int(dup.sum())
+    rows, skipped = apart_from_covered(unit, np.flatnonzero(avail), covered, threshold, k)
     candidates = np.zeros(len(unit), dtype=bool)
     candidates[rows] = True
     picks = facility_location(unit, k, candidates, clients & ~covered, covered,
                               near_dup_threshold=threshold, seed=diverse["seed"])
     return picks, [REASON_REPRESENTATIVE] * len(picks), skipped
+
+
+def apart_from_covered(unit, rows, covered, threshold: float | None, k: int) -> tuple[np.ndarray, int]:
+    """``rows`` without those within cosine ``threshold`` of a ``covered`` row, and how many were set aside; all of
+    them when fewer than ``k`` would be left (or no threshold, or nothing covered)."""
+    if threshold is None or not covered.any():
+        return rows, 0
+    near = _two_nearest(unit[rows], unit[covered])[1]  # cosine distance sqrt(2 - 2 cos)
+    dup = near < np.sqrt(max(2 - 2 * threshold, 0.0))
+    return (rows[~dup], int(dup.sum())) if (~dup).sum() >= k else (rows, 0)
 
 
 # -- result --------------------------------------------------------------------------------------------------------

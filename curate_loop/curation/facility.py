@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from curate_loop.curation.strategies import _blocks
+
 MAX_CLIENTS = 4_000  # pool rows whose coverage is counted (a seeded sample beyond)
 MAX_CANDIDATES = 4_000  # candidate rows a pick is chosen among (a seeded sample beyond)
 KERNEL_POWER = 1.0  # similarity = max(cos, 0) ** KERNEL_POWER; higher: coverage counts nearer rows only
@@ -47,11 +49,10 @@ def facility_location(unit: np.ndarray, k: int, candidates: np.ndarray, clients:
     client_rows = _at_most(np.flatnonzero(clients), MAX_CLIENTS, rng)
     if len(cand) == 0 or k <= 0:
         return np.zeros(0, dtype=np.int64)
-    points = unit[client_rows]
-    sim = _kernel(points @ unit[cand].T)
+    points, cand_unit = unit[client_rows], unit[cand]
+    sim = _kernel(points @ cand_unit.T)
     best = np.zeros(len(client_rows), dtype=np.float32)
-    anchors = np.flatnonzero(covered)
-    for block in np.array_split(anchors, max(1, len(anchors) // 4096)) if len(anchors) else ():
+    for block in _blocks(np.flatnonzero(covered)):  # blocks of covered rows: many labeled rows, bounded memory
         best = np.maximum(best, _kernel((points @ unit[block].T).max(axis=1)))
     open_ = np.ones(len(cand), dtype=bool)
     gain = np.maximum(sim - best[:, None], 0.0).sum(axis=0, dtype=np.float64)
@@ -67,7 +68,7 @@ def facility_location(unit: np.ndarray, k: int, candidates: np.ndarray, clients:
             axis=0, dtype=np.float64)
         best = now
         if near_dup_threshold is not None:
-            open_ &= unit[cand] @ unit[cand[j]] <= near_dup_threshold
+            open_ &= cand_unit @ cand_unit[j] <= near_dup_threshold
     return cand[np.asarray(chosen, dtype=np.int64)]
 
 
